@@ -1,0 +1,87 @@
+"""The local device: this host, reached through the same steps a remote device is.
+
+Models go by content hash into a work directory, the runner runs as a subprocess with a timeout,
+its JSON comes back on stdout. Only `push` and `run` know that the device is this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from devices.base import ExecResult, PythonRunnerDevice, sha256_file
+from harness.errors import DeviceTimeout, DeviceUnreachable
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Inventory keys of a `transport: local` device."""
+
+    name: str
+    transport: str = "local"
+    delegates: tuple[str, ...] = ("cpu", "xnnpack")
+    python: str | None = None  # default: the interpreter running the harness
+    workdir: str | None = None  # default: ~/.cache/harness/devices/<name>
+    description: str | None = None
+
+
+class LocalDevice(PythonRunnerDevice):
+    transport = "local"
+
+    def __init__(self, config: LocalConfig):
+        self.name = config.name
+        self.delegates = tuple(config.delegates)
+        self.python = config.python or sys.executable
+        self.workdir = Path(config.workdir or f"~/.cache/harness/devices/{config.name}").expanduser()
+        self.bytes_pushed = 0
+        self._hashes: dict[tuple[str, int, int], str] = {}
+
+    def _sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
+
+    def push(self, local: Path) -> str:
+        local = Path(local)
+        dest = self.workdir / f"{self._sha256(local)}{''.join(local.suffixes[-1:])}"
+        if not dest.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=".push-")
+            os.close(fd)
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            self.bytes_pushed += dest.stat().st_size
+        return str(dest)
+
+    def run(self, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        argv = tuple(str(a) for a in argv)
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+        except OSError as exc:
+            raise DeviceUnreachable(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise DeviceTimeout(f"{self.name}: {Path(argv[0]).name} ran past its {timeout_s:g} s timeout")
+        return ExecResult(argv, proc.returncode, stdout, stderr, time.monotonic() - started)
+
+    def close(self) -> None:
+        pass

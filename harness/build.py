@@ -1,0 +1,212 @@
+"""Turn the plan's models into artifacts: look every variant up in the cache, hand what is missing
+to the build worker (a subprocess with TensorFlow), and record a converter crash as that
+variant's failure. Also prepares what accuracy needs: the evaluation set and the fp32 outputs
+computed on the host (the reference for fidelity)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import models
+from devices.base import sha256_file
+from harness.artifacts import Artifact, Cache, source_key, variant_key
+from harness.config import ModelEntry, Plan
+from harness.provenance import PROJECT_ROOT
+from harness.variants import GIVEN, VARIANTS
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ModelBuild:
+    name: str
+    labeled: bool
+    artifacts: dict[str, Artifact]
+    eval_path: Path | None = None
+    eval_sha256: str | None = None
+    labels: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildSummary:
+    cached: int = 0
+    converted: int = 0
+    failed: int = 0
+    worker_runs: int = 0
+
+
+def build_models(plan: Plan, cache: Cache, log: Log) -> tuple[dict[str, ModelBuild], BuildSummary]:
+    summary = BuildSummary()
+    builds = {}
+    for entry in plan.models:
+        if entry.kind == "tflite":
+            artifact = Artifact.from_file(entry.name, GIVEN, entry.path)
+            builds[entry.name] = ModelBuild(entry.name, False, {GIVEN: artifact},
+                                            notes=["a given .tflite: no reference to score accuracy against"])
+            continue
+        builds[entry.name] = _build_keras(entry, cache, plan.timeouts.convert_timeout_s, log, summary)
+    for build in builds.values():
+        for note in build.notes:
+            log(f"{build.name}: {note}")
+    return builds, summary
+
+
+def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, summary: BuildSummary) -> ModelBuild:
+    source = models.resolve(entry.name, entry.kind, entry.zoo, entry.path)
+    skey = source_key(source.key_material())
+    wanted = tuple(dict.fromkeys(("fp32", *entry.variants)))  # fp32 is the fidelity reference
+    keys = {v: variant_key(skey, VARIANTS[v]) for v in wanted}
+    missing = {v: k for v, k in keys.items() if cache.read_artifact(k) is None}
+    eval_path = cache.eval_path(skey)
+    crashes: dict[str, str] = {}
+    if missing or not eval_path.exists():
+        crashes = _run_worker(entry, skey, missing, cache, timeout_s, log)
+        summary.worker_runs += 1
+    else:
+        log(f"{entry.name}: all {len(wanted)} variants from cache, nothing to convert or train")
+    artifacts = {}
+    for variant in wanted:
+        artifact = cache.read_artifact(keys[variant])
+        if artifact is None:
+            artifact = Artifact(entry.name, variant, "failed", reason=crashes.get(variant, "not built"))
+        elif variant in missing:
+            artifact = Artifact(**{**artifact.__dict__, "cached": False})
+        artifacts[variant] = artifact
+        if variant in entry.variants:
+            summary.cached += artifact.cached
+            summary.converted += artifact.status == "ok" and not artifact.cached
+            summary.failed += artifact.status == "failed"
+    build = ModelBuild(entry.name, source.labeled, artifacts)
+    if eval_path.exists():
+        build.eval_path, build.eval_sha256 = eval_path, sha256_file(eval_path)
+        with np.load(eval_path) as data:
+            build.labels = data["labels"] if "labels" in data else None
+        fp32 = artifacts["fp32"]
+        if fp32.status == "ok":
+            reference = host_reference(cache, fp32, eval_path, build.eval_sha256)
+            if np.ptp(reference, axis=1).max(initial=0.0) == 0.0:  # every output row constant
+                build.notes.append("fp32 outputs are constant over the evaluation set: fidelity would "
+                                   "measure nothing, so none is reported")
+            else:
+                build.reference = reference
+        else:
+            build.notes.append("fp32 failed: no reference for fidelity")
+    return build
+
+
+def _run_worker(entry: ModelEntry, skey: str, variants: dict[str, str], cache: Cache, timeout_s: float,
+                log: Log) -> dict[str, str]:
+    """Run the build worker until every variant is attempted; returns crash reasons by variant."""
+    crashes: dict[str, str] = {}
+    pending = dict(variants)
+    log_path = cache.log_path(skey)
+    request_path = log_path.with_suffix(".request.json")
+    first = True
+    while first or pending:
+        first = False
+        request = {"entry": {"name": entry.name, "kind": entry.kind, "zoo": entry.zoo,
+                             "path": str(entry.path) if entry.path else None},
+                   "source_key": skey, "variants": pending, "cache": str(cache.root)}
+        request_path.write_text(json.dumps(request, indent=1))
+        started, finished, code, timed_out = _worker_once(entry.name, request_path, log_path, timeout_s, log)
+        for variant in finished:
+            pending.pop(variant, None)
+        if code == 0 or not pending:
+            break
+        tail = " | ".join(_tail(log_path, 3))
+        how = f"ran past convert_timeout_s={timeout_s:g}" if timed_out else _exit_text(code)
+        in_progress = [v for v in started if v not in finished]
+        if in_progress:  # the variant being converted when the worker died gets the blame
+            crashes[in_progress[0]] = f"build worker {how} while converting {in_progress[0]} ({log_path}): {tail}"
+            pending.pop(in_progress[0], None)
+        if timed_out or not in_progress:  # no progress possible: fail the rest with the same cause
+            for variant in pending:
+                crashes[variant] = f"not built: build worker {how} ({log_path}): {tail}"
+            break
+        log(f"{entry.name}: {crashes[in_progress[0]]}; retrying the remaining {len(pending)} variants")
+    return crashes
+
+
+def _worker_once(model: str, request_path: Path, log_path: Path, timeout_s: float, log: Log):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    started, finished = [], []
+    with open(log_path, "ab") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.worker", str(request_path)], stdout=subprocess.PIPE,
+                                stderr=stderr, stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout_s, kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if event.get("event") == "log":
+                    log(event["message"])
+                elif event.get("event") == "start":
+                    started.append(event["variant"])
+                elif event.get("event") == "done":
+                    finished.append(event["variant"])
+                    what = (f"converted in {event['seconds']:.1f} s" if event["status"] == "ok"
+                            else f"FAILED: {event['reason']}")
+                    log(f"{model}/{event['variant']}: {what}")
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return started, finished, code, timed_out.is_set()
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return []
+    return [line.strip() for line in text[-lines:]]
+
+
+def host_reference(cache: Cache, fp32: Artifact, eval_path: Path, eval_sha256: str) -> np.ndarray:
+    """fp32 outputs on the eval set, computed on this host with LiteRT's built-in kernels; cached."""
+    path = cache.reference_path(fp32.sha256, eval_sha256)
+    if path.exists():
+        return np.load(path)
+    from devices import runner
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_path=str(fp32.path), num_threads=1,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    with np.load(eval_path) as data:
+        outputs = runner.example_outputs(np, interpreter, data["x"]).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, outputs)
+    return outputs

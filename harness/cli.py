@@ -1,0 +1,181 @@
+"""`harness`: the command line. Heavy modules are imported inside the commands, so `--help` is
+instant and TensorFlow is loaded only by the build worker, when something must be converted."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import ConfigError, HarnessError
+
+DEFAULT_DB = "results/harness.sqlite"
+DEFAULT_PLAN = "plans/quick.yaml"
+DEFAULT_INVENTORY = "inventory.yaml"
+DEFAULT_CACHE = "results/cache"
+
+
+def _log(quiet: bool):
+    def log(message: str) -> None:
+        if not quiet:
+            print(f"harness: {message}", file=sys.stderr, flush=True)
+    return log
+
+
+def _inventory_path(arg: str | None) -> str | None:
+    """--inventory, else ./inventory.yaml when present, else None (the embedded default: this host)."""
+    if arg:
+        return arg
+    return DEFAULT_INVENTORY if Path(DEFAULT_INVENTORY).exists() else None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.artifacts import Cache
+    from harness.config import load_inventory, load_plan, select_devices
+    from harness.report import render
+    from harness.store import Store
+    from harness.sweep import run_sweep
+
+    log = _log(args.quiet)
+    inventory = load_inventory(_inventory_path(args.inventory))
+    plan = load_plan(args.plan, inventory)
+    targets = select_devices(plan, inventory, args.devices)
+    log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
+    store = Store(args.db)
+    try:
+        run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:])
+        run = store.run(run_id)
+        sys.stdout.write(render("markdown", store.cells(run_id), run, store.devices_of_run(run_id)))
+        counts: dict[str, int] = {}
+        for cell in store.cells(run_id):
+            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+        print(f"\nrun {run['status']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+              + f"; stored in {args.db} as run")
+        print(run_id)
+        return 1 if run["status"] == "failed" else 0
+    finally:
+        store.close()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import render
+    from harness.store import Store
+
+    store = Store.open_existing(args.db)
+    try:
+        run_id = store.resolve_run(args.run)
+        text = render(args.format, store.cells(run_id), store.run(run_id), store.devices_of_run(run_id))
+    finally:
+        store.close()
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+        print(out)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import devices
+    from harness.config import load_inventory
+
+    inventory = load_inventory(_inventory_path(args.inventory))
+    rows = [("device", "transport", "reachable", "runtime", "fingerprint", "cpu", "kernel", "governor", "temp")]
+    for config in inventory.devices:
+        device = devices.open_device(config)
+        try:
+            health = device.health()
+            fp = device.fingerprint() if health.reachable else {}
+        except HarnessError as exc:
+            health, fp = None, {"error": str(exc)}
+        finally:
+            device.close()
+        runtime = f"{health.runtime} {health.runtime_version}" if health and health.runtime else (
+            f"MISSING: {health.detail}" if health and health.reachable else "—")
+        rows.append((config.name, config.transport, "yes" if health and health.reachable else f"no: {fp.get('error') or (health.detail if health else '')}",
+                     runtime, fp.get("fingerprint_id", "—"), f"{fp.get('cpu_model', '—')} × {fp.get('cores', '—')}",
+                     f"{fp.get('machine', '')} {fp.get('kernel', '—')}", fp.get("governor") or "n/a",
+                     "—" if not health or health.temperature_c is None else f"{health.temperature_c:.1f} °C"))
+    _print_table(rows)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import checks
+
+    rows = [("component", "status", "detail")] + [(c.name, c.status, c.detail) for c in checks()]
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="harness", description="Turn a model into every TFMOT variant, measure each on devices, "
+                                    "store every number with its provenance, and report.")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def db(p):
+        p.add_argument("--db", default=DEFAULT_DB, help=f"results store (SQLite; default {DEFAULT_DB})")
+
+    p = sub.add_parser("sweep", help="convert, measure and store every cell of a plan",
+                       description="Convert the plan's models into their variants (cached by content hash), "
+                                   "measure each on every target device, store the results, print the "
+                                   "table and, last, the run id.")
+    p.add_argument("--inventory", help=f"devices (default: ./{DEFAULT_INVENTORY}, else the embedded local device)")
+    p.add_argument("--plan", default=DEFAULT_PLAN, help=f"what to measure (default {DEFAULT_PLAN})")
+    db(p)
+    p.add_argument("--devices", help="only these targets of the plan, comma-separated")
+    p.add_argument("--cache-dir", default=os.environ.get("HARNESS_CACHE", DEFAULT_CACHE),
+                   help=f"artifact cache (default $HARNESS_CACHE or {DEFAULT_CACHE})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no build log on stderr (progress stays)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="print or write the results of a run",
+                       description="Tables of one run: markdown and csv pivot a row per model x variant with "
+                                   "per-target accuracy, size, latency and ratios to fp32; json gives one "
+                                   "record per cell with every metric.")
+    p.add_argument("--run", default="latest", help="run id, a unique prefix of one, or 'latest' (default)")
+    p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    db(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("devices", help="health and fingerprint of every inventory device",
+                       description="Reach every device of the inventory and print a health table: "
+                                   "reachable, runtime and version, fingerprint, temperature.")
+    p.add_argument("--inventory", help=f"devices (default: ./{DEFAULT_INVENTORY}, else the embedded local device)")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("doctor", help="what is installed: runtimes, converters, Edge TPU and ADB tools",
+                       description="Report the runtimes, converters and device tools this host has, "
+                                   "and how to install what is missing.")
+    p.set_defaults(func=cmd_doctor)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except HarnessError as exc:
+        print(f"harness: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130

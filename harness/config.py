@@ -1,0 +1,296 @@
+"""Typed configuration at the boundary: inventory and plans are parsed once into frozen dataclasses.
+Unknown keys, unknown names and wrong types are rejected with the file and the key named; code
+past this module never sees a raw dict."""
+
+from __future__ import annotations
+
+import hashlib
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import devices
+import models
+from devices.base import MeasurementProtocol
+from harness.errors import ConfigError
+from harness.variants import ALL as ALL_VARIANTS
+from harness.variants import GIVEN
+
+DELEGATES = ("cpu", "xnnpack", "reference", "gpu", "nnapi", "edgetpu")
+TFLITE_MAGIC = b"TFL3"
+EMBEDDED_INVENTORY = """\
+# The embedded default: this host only, so a sweep runs anywhere.
+devices:
+  - name: local
+    transport: local
+    delegates: [cpu, xnnpack]
+"""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: str
+    devices: tuple[Any, ...]  # one transport config dataclass per device
+
+    def get(self, name: str) -> Any:
+        for device in self.devices:
+            if device.name == name:
+                return device
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str  # zoo | tflite | keras | saved_model
+    variants: tuple[str, ...]
+    zoo: str | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    device: str
+    delegates: tuple[str, ...] | None = None  # default: what the inventory says the device offers
+    threads: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    run_timeout_s: float = 600.0
+    convert_timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    source: str
+    sha256: str
+    models: tuple[ModelEntry, ...]
+    targets: tuple[Target, ...]
+    protocol: MeasurementProtocol
+    timeouts: Timeouts
+    description: str | None = None
+
+
+# -- parsing helpers ---------------------------------------------------------------------------
+
+
+def _load_yaml(path: Path | str, text: str | None = None) -> Any:
+    import yaml
+
+    source = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigError(source, None, "no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, None, f"cannot read: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, None, f"malformed YAML{where}: {problem}") from None
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, options[0], source, key)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(source, key, f"expected a non-empty list, got {value!r}")
+        return tuple(_coerce(v, item, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(source, key, f"expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def build(cls: type, raw: Any, source: str, where: str) -> Any:
+    """A dataclass from a YAML mapping: unknown keys, missing keys and wrong types are errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, where or None, f"expected a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    prefix = f"{where}." if where else ""
+    for key in raw:
+        if key not in known:
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in known.items():
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], source, f"{prefix}{name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(source, f"{prefix}{name}", "missing required key")
+    return cls(**values)
+
+
+def _positive(obj: Any, source: str, where: str, names: tuple[str, ...], allow_zero: tuple[str, ...] = ()):
+    for name in names:
+        value = getattr(obj, name)
+        if value < 0 or (value == 0 and name not in allow_zero):
+            raise ConfigError(source, f"{where}.{name}", f"must be {'>= 0' if name in allow_zero else '> 0'}")
+
+
+# -- inventory ---------------------------------------------------------------------------------
+
+
+def load_inventory(path: Path | str | None) -> Inventory:
+    """The inventory at `path`; None means the embedded default (this host only)."""
+    source = str(path) if path is not None else "<embedded inventory>"
+    raw = _load_yaml(source, EMBEDDED_INVENTORY if path is None else None)
+    if not isinstance(raw, dict) or set(raw) != {"devices"}:
+        raise ConfigError(source, None, "expected a mapping with the single key 'devices'")
+    if not isinstance(raw["devices"], list) or not raw["devices"]:
+        raise ConfigError(source, "devices", "expected a non-empty list of devices")
+    parsed, names = [], set()
+    for i, entry in enumerate(raw["devices"]):
+        where = f"devices[{i}]"
+        transport = entry.get("transport") if isinstance(entry, dict) else None
+        if transport not in devices.TRANSPORTS:
+            raise ConfigError(source, f"{where}.transport",
+                              f"unknown transport {transport!r} (known: {', '.join(devices.TRANSPORTS)})")
+        config = build(devices.config_class(transport), entry, source, where)
+        if not config.name.strip():
+            raise ConfigError(source, f"{where}.name", "must not be empty")
+        if config.name in names:
+            raise ConfigError(source, f"{where}.name", f"duplicate device name {config.name!r}")
+        for delegate in config.delegates:
+            if delegate not in DELEGATES:
+                raise ConfigError(source, f"{where}.delegates",
+                                  f"unknown delegate {delegate!r} (known: {', '.join(DELEGATES)})")
+        names.add(config.name)
+        parsed.append(config)
+    return Inventory(source, tuple(parsed))
+
+
+# -- plans -------------------------------------------------------------------------------------
+
+
+def _model_entry(raw: Any, source: str, where: str, base: Path) -> ModelEntry:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, where, f"expected a mapping with 'model' or 'path', got {raw!r}")
+    for key in raw:
+        if key not in ("model", "path", "name", "variants"):
+            raise ConfigError(source, f"{where}.{key}", "unknown key (known: model, path, name, variants)")
+    if ("model" in raw) == ("path" in raw):
+        raise ConfigError(source, where, "give exactly one of 'model' (a zoo name) or 'path' (a file)")
+    if "model" in raw:
+        zoo = raw["model"]
+        if zoo not in models.ZOO:
+            raise ConfigError(source, f"{where}.model", f"unknown model {zoo!r} (known: {', '.join(models.ZOO)})")
+        kind, path, name = "zoo", None, raw.get("name", zoo)
+    else:
+        if not isinstance(raw["path"], str):
+            raise ConfigError(source, f"{where}.path", f"expected a path, got {raw['path']!r}")
+        path = (base / raw["path"]).expanduser()
+        kind = _model_kind(path, source, f"{where}.path")
+        name = raw.get("name", path.stem if path.suffix else path.name)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(source, f"{where}.name", f"expected a non-empty name, got {name!r}")
+    allowed = (GIVEN,) if kind == "tflite" else ALL_VARIANTS
+    variants = raw.get("variants", "all")
+    if variants == "all":
+        variants = list(allowed)
+    if not isinstance(variants, list) or not variants:
+        raise ConfigError(source, f"{where}.variants", f"expected 'all' or a list of variants, got {variants!r}")
+    for v in variants:
+        if v not in allowed:
+            why = " (a .tflite file is benchmarked as it is)" if kind == "tflite" else ""
+            raise ConfigError(source, f"{where}.variants",
+                              f"unknown variant {v!r}{why} (known: {', '.join(allowed)})")
+    return ModelEntry(name=name, kind=kind, variants=tuple(dict.fromkeys(variants)),
+                      zoo=raw.get("model"), path=path)
+
+
+def _model_kind(path: Path, source: str, key: str) -> str:
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise ConfigError(source, key, f"{path} is a directory without saved_model.pb")
+        return "saved_model"
+    if not path.exists():
+        raise ConfigError(source, key, f"no such file: {path}")
+    if path.suffix == ".tflite":
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or head[4:8] != TFLITE_MAGIC:
+            raise ConfigError(source, key, f"{path} is not a TFLite model (no TFL3 identifier)")
+        return "tflite"
+    if path.suffix == ".keras":
+        return "keras"
+    raise ConfigError(source, key, f"{path}: expected a .tflite, a .keras file or a SavedModel directory")
+
+
+def load_plan(path: Path | str, inventory: Inventory) -> Plan:
+    source = str(path)
+    raw = _load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(source, None, "expected a mapping with at least 'models'")
+    known = ("name", "description", "models", "targets", "protocol", "timeouts")
+    for key in raw:
+        if key not in known:
+            raise ConfigError(source, key, f"unknown key (known: {', '.join(known)})")
+    if not isinstance(raw.get("models"), list) or not raw["models"]:
+        raise ConfigError(source, "models", "expected a non-empty list of models")
+    base = Path(path).resolve().parent
+    entries = tuple(_model_entry(m, source, f"models[{i}]", base) for i, m in enumerate(raw["models"]))
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        if entry.name in seen:
+            raise ConfigError(source, f"models[{i}].name", f"duplicate model name {entry.name!r}")
+        seen.add(entry.name)
+    targets = _targets(raw.get("targets"), inventory, source)
+    protocol = build(MeasurementProtocol, raw.get("protocol") or {}, source, "protocol")
+    _positive(protocol, source, "protocol", ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs"),
+              allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
+    timeouts = build(Timeouts, raw.get("timeouts") or {}, source, "timeouts")
+    _positive(timeouts, source, "timeouts", ("run_timeout_s", "convert_timeout_s"))
+    name = raw.get("name", Path(path).stem)
+    if not isinstance(name, str):
+        raise ConfigError(source, "name", f"expected a string, got {name!r}")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Plan(name=name, source=source, sha256=digest, models=entries, targets=targets,
+                protocol=protocol, timeouts=timeouts, description=raw.get("description"))
+
+
+def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:
+    if raw is None:
+        return tuple(Target(device=d.name) for d in inventory.devices)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(source, "targets", "expected a non-empty list of targets")
+    names = [d.name for d in inventory.devices]
+    targets = []
+    for i, entry in enumerate(raw):
+        target = build(Target, entry, source, f"targets[{i}]")
+        if target.device not in names:
+            raise ConfigError(source, f"targets[{i}].device",
+                              f"no device {target.device!r} in {inventory.source} (known: {', '.join(names)})")
+        for delegate in target.delegates or ():
+            if delegate not in DELEGATES:
+                raise ConfigError(source, f"targets[{i}].delegates",
+                                  f"unknown delegate {delegate!r} (known: {', '.join(DELEGATES)})")
+        if any(t < 1 for t in target.threads):
+            raise ConfigError(source, f"targets[{i}].threads", "thread counts must be >= 1")
+        targets.append(target)
+    return tuple(targets)
+
+
+def select_devices(plan: Plan, inventory: Inventory, wanted: str | None) -> tuple[Target, ...]:
+    """The plan's targets, narrowed to `--devices a,b` when given."""
+    if not wanted:
+        return plan.targets
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    known = {t.device for t in plan.targets}
+    for name in names:
+        if name not in known:
+            raise ConfigError("--devices", name, f"not a target of plan {plan.source} (targets: {', '.join(sorted(known))})")
+    return tuple(t for t in plan.targets if t.device in names)

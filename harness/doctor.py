@@ -1,0 +1,88 @@
+"""`harness doctor`: what this host has, read without importing TensorFlow, and what to install."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | missing | note
+    detail: str
+
+
+def _dist(name: str, hint: str, purpose: str) -> Check:
+    try:
+        return Check(name, "ok", f"{metadata.version(name)} — {purpose}")
+    except metadata.PackageNotFoundError:
+        return Check(name, "missing", f"{purpose}; install: {hint}")
+
+
+def _tool(name: str, version_args: list[str] | None, hint: str, purpose: str) -> Check:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not path:
+        return Check(name, "missing", f"{purpose}; {hint}")
+    if version_args is None:
+        return Check(name, "ok", f"{path} — {purpose}")
+    try:
+        out = subprocess.run([path, *version_args], capture_output=True, text=True, timeout=20)
+        version = (out.stdout or out.stderr).strip().splitlines()[:1]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        version = [f"cannot run: {exc}"]
+    return Check(name, "ok", f"{path} {version[0] if version else ''}".strip())
+
+
+def _libedgetpu() -> Check:
+    library = EDGETPU_LIBRARY.get(platform.system())
+    if library is None:
+        return Check("libedgetpu", "missing", f"no Edge TPU runtime for {platform.system()}")
+    try:
+        ctypes.CDLL(library)
+    except OSError as exc:
+        return Check("libedgetpu", "missing", f"{library} does not load ({exc}); install the Edge TPU runtime: "
+                     "https://coral.ai/docs/accelerator/get-started/ (apt install libedgetpu1-std)")
+    return Check("libedgetpu", "ok", f"{library} loads")
+
+
+def _pycoral() -> Check:
+    if importlib.util.find_spec("pycoral") is None:
+        return Check("pycoral", "missing", "Coral's Python API (not on PyPI: PyPI's 'pycoral' is another "
+                     "package); install from https://coral.ai/software/#pycoral-api")
+    if importlib.util.find_spec("pycoral.utils") is None:
+        return Check("pycoral", "missing", "a package named pycoral is installed but it is not Coral's "
+                     "(no pycoral.utils.edgetpu)")
+    return Check("pycoral", "ok", "pycoral.utils.edgetpu present")
+
+
+def checks() -> list[Check]:
+    adbkey = Path(os.path.expanduser("~/.android/adbkey"))
+    return [
+        Check("python", "ok", f"{platform.python_version()} ({sys.executable}), {platform.machine()}"),
+        _dist("ai-edge-litert", "pip install ai-edge-litert", "the runtime the runner prefers"),
+        _dist("tflite-runtime", "pip install tflite-runtime (needs numpy<2; TF 2.14 ops only)",
+              "the runner's fallback runtime on devices"),
+        _dist("tensorflow", "pip install tensorflow", "converter, and the runner's last fallback"),
+        _dist("tf-keras", "pip install tf-keras", "Keras 2, which tfmot needs"),
+        _dist("tensorflow-model-optimization", "pip install tensorflow-model-optimization", "pruning and QAT"),
+        _tool("litert-benchmark", None, "ships with ai-edge-litert", "LiteRT's own benchmark (CompiledModel)"),
+        _tool("edgetpu_compiler", ["--version"], "Coral's compiler (x86-64 Debian): https://coral.ai/docs/edgetpu/compiler/",
+              "compiles int8 models for the Edge TPU"),
+        _libedgetpu(),
+        _pycoral(),
+        _tool("adb", ["version"], "install Android platform-tools (apt install adb)", "drives Android devices"),
+        Check("adb key", "ok" if adbkey.exists() else "note",
+              str(adbkey) if adbkey.exists() else f"{adbkey} absent; made on first ADB connection"),
+        _tool("ssh", ["-V"], "apt install openssh-client", "reaches Raspberry Pi class targets"),
+    ]

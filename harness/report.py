@@ -1,0 +1,223 @@
+"""Reports of one run. `pivot` is pure (cells in, tables out) and each writer renders its result:
+
+- markdown / csv: the seeds' table, a row per model x variant; size raw and gzipped with the
+  ratio to fp32; per target (device, delegate, threads) accuracy or fidelity, p50 and p90
+  latency and the speed-up over fp32 on that same target;
+- json: one record per cell with every metric by its name (null where the cell has none)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.metrics import UNITS
+
+FORMATS = ("markdown", "csv", "json")
+
+
+@dataclass(frozen=True)
+class Target:
+    device: str
+    delegate: str
+    threads: int
+
+    def label(self, with_device: bool = True) -> str:
+        parts = ([self.device] if with_device else []) + [self.delegate, f"{self.threads}t"]
+        return " ".join(parts)
+
+
+@dataclass
+class Row:
+    variant: str
+    model_bytes: float | None = None
+    model_gzip_bytes: float | None = None
+    sparsity: float | None = None
+    size_ratio: float | None = None  # fp32 bytes / these bytes
+    gzip_ratio: float | None = None
+    cells: dict[Target, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class ModelTable:
+    model: str
+    labeled: bool
+    targets: list[Target]
+    rows: list[Row]
+
+
+def _ratio(base: float | None, value: float | None) -> float | None:
+    return base / value if base and value else None
+
+
+def pivot(cells: list[dict[str, Any]]) -> list[ModelTable]:
+    """Cells (as Store.cells returns them) -> one table per model, variants in plan order."""
+    tables: dict[str, ModelTable] = {}
+    for cell in cells:
+        m = cell["metrics"]
+        table = tables.setdefault(cell["model"], ModelTable(cell["model"], False, [], []))
+        table.labeled |= "top1_accuracy" in m
+        target = Target(cell["device_name"], cell["delegate"], cell["threads"])
+        if target not in table.targets:
+            table.targets.append(target)
+        row = next((r for r in table.rows if r.variant == cell["variant"]), None)
+        if row is None:
+            row = Row(cell["variant"])
+            table.rows.append(row)
+        for name in ("model_bytes", "model_gzip_bytes", "sparsity"):
+            if m.get(name) is not None:
+                setattr(row, name, m[name])
+        row.cells[target] = {"status": cell["status"], "reason": cell["reason"], **m}
+    for table in tables.values():
+        fp32 = next((r for r in table.rows if r.variant == "fp32"), None)
+        for row in table.rows:
+            if fp32 is not None:
+                row.size_ratio = _ratio(fp32.model_bytes, row.model_bytes)
+                row.gzip_ratio = _ratio(fp32.model_gzip_bytes, row.model_gzip_bytes)
+            for target, values in row.cells.items():
+                base = fp32.cells.get(target, {}) if fp32 else {}
+                values["speedup"] = (_ratio(base.get("latency_p50_us"), values.get("latency_p50_us"))
+                                     if values["status"] == "ok" and base.get("status") == "ok" else None)
+    return list(tables.values())
+
+
+# -- formatting helpers ------------------------------------------------------------------------
+
+
+def _num(value: float | None, fmt: str, suffix: str = "") -> str:
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "∞" + suffix
+    return format(value, fmt) + suffix
+
+
+def _kb(value: float | None) -> str:
+    return "—" if value is None else f"{value / 1024:,.1f} KB" if value < 1024 ** 2 else f"{value / 1024 ** 2:,.2f} MB"
+
+
+def _ms(us: float | None) -> str:
+    if us is None:
+        return "—"
+    return f"{us / 1000:.3f}" if us < 10_000 else f"{us / 1000:.1f}"
+
+
+def quality(values: dict[str, Any], labeled: bool) -> str:
+    """Accuracy (labeled models) or fidelity against fp32: top-1 agreement and SQNR."""
+    if labeled:
+        return _num(100 * values["top1_accuracy"], ".2f", " %") if "top1_accuracy" in values else "—"
+    if "top1_agreement" not in values:
+        return "—"
+    agreement = _num(100 * values["top1_agreement"], ".0f", " %")
+    return f"{agreement} / {_num(values.get('sqnr_db'), '.1f', ' dB')}" if "sqnr_db" in values else agreement
+
+
+# -- writers -----------------------------------------------------------------------------------
+
+
+def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
+    out = list(header or [])
+    for table in tables:
+        many_devices = len({t.device for t in table.targets}) > 1
+        single = None if many_devices else table.targets[0].device if table.targets else None
+        what = "top-1 accuracy" if table.labeled else "fidelity to fp32: top-1 agreement / SQNR"
+        out += ["", f"### {table.model}" + (f" on {single}" if single else ""), "",
+                f"Per target: {what}; p50 and p90 latency in ms; speed-up over fp32 on the same target.", ""]
+        head = ["variant", "size", "× smaller", "gzip", "× smaller", "sparsity"]
+        for target in table.targets:
+            label = target.label(many_devices)
+            head += [f"{label}: {'top-1' if table.labeled else 'agree / SQNR'}", "p50", "p90", "speed-up"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+        notes: dict[str, list[str]] = {}  # reason -> variants it applies to; numbered in order
+        for row in table.rows:
+            line = [row.variant, _kb(row.model_bytes), _num(row.size_ratio, ".2f", "×"), _kb(row.model_gzip_bytes),
+                    _num(row.gzip_ratio, ".2f", "×"), _num(None if row.sparsity is None else 100 * row.sparsity, ".1f", " %")]
+            for target in table.targets:
+                values = row.cells.get(target)
+                if values is None:
+                    line += ["", "", "", ""]
+                elif values["status"] != "ok":
+                    variants = notes.setdefault(values["reason"], [])
+                    variants += [row.variant] if row.variant not in variants else []
+                    line += [f"{values['status']} [{list(notes).index(values['reason']) + 1}]", "—", "—", "—"]
+                else:
+                    line += [quality(values, table.labeled), _ms(values.get("latency_p50_us")),
+                             _ms(values.get("latency_p90_us")), _num(values.get("speedup"), ".2f", "×")]
+            out.append("| " + " | ".join(line) + " |")
+        if notes:
+            out.append("")
+            out += [f"[{n}] {reason} ({', '.join(variants)})" for n, (reason, variants) in enumerate(notes.items(), 1)]
+    return "\n".join(out).strip("\n") + "\n"
+
+
+def csv_text(tables: list[ModelTable]) -> str:
+    targets: list[Target] = []
+    for table in tables:
+        targets += [t for t in table.targets if t not in targets]
+    per_target = ("status", "reason", "top1_accuracy", "top1_agreement", "sqnr_db", "latency_p50_ms",
+                  "latency_p90_ms", "speedup")
+    head = ["model", "variant", "model_bytes", "model_gzip_bytes", "size_ratio", "gzip_ratio", "sparsity"]
+    head += [f"{t.label()}:{name}" for t in targets for name in per_target]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(head)
+    for table in tables:
+        for row in table.rows:
+            line = [table.model, row.variant, row.model_bytes, row.model_gzip_bytes, row.size_ratio,
+                    row.gzip_ratio, row.sparsity]
+            for target in targets:
+                v = row.cells.get(target, {})
+                ms = {k: v[k.replace("_ms", "_us")] / 1000 for k in ("latency_p50_ms", "latency_p90_ms")
+                      if v.get(k.replace("_ms", "_us")) is not None}
+                line += [_csv_value({**v, **ms}.get(name)) for name in per_target]
+            writer.writerow(_csv_value(x) for x in line)
+    return buf.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.6g}" if not value.is_integer() else int(value)
+    return "" if value is None else value
+
+
+def json_records(cells: list[dict[str, Any]], run: dict[str, Any]) -> str:
+    records = []
+    for cell in cells:
+        record = {"run_id": run["id"], "model": cell["model"], "variant": cell["variant"],
+                  "device": cell["device_name"], "device_fingerprint": cell["device_fingerprint"],
+                  "delegate": cell["delegate"], "threads": cell["threads"], "status": cell["status"],
+                  "reason": cell["reason"], "runtime": cell["runtime_name"],
+                  "runtime_version": cell["runtime_version"], "artifact_sha256": cell["artifact_sha256"]}
+        for name in UNITS:
+            value = cell["metrics"].get(name)
+            record[name] = value if value is None or math.isfinite(value) else None
+        records.append(record)
+    return json.dumps(records, indent=1) + "\n"
+
+
+def header_lines(run: dict[str, Any], devices: list[dict[str, Any]]) -> list[str]:
+    versions = json.loads(run.get("versions_json") or "{}")
+    commit = (run.get("git_commit") or "unknown")[:12] + (" (uncommitted changes)" if run.get("git_dirty") else "")
+    lines = [f"## Run {run['id']} — plan {run['plan_name']} ({run['status']})", "",
+             f"- started {run['started_at']}, finished {run.get('finished_at') or '—'}, host {run.get('host')}",
+             f"- harness {run.get('harness_version')}, commit {commit}",
+             "- " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]
+    for device in devices:
+        a = device["attributes"]
+        lines.append(f"- device {device['name']} [{device['fingerprint_id']}]: {a.get('cpu_model')} × {a.get('cores')}, "
+                     f"{a.get('os')}, kernel {a.get('kernel')}, governor {a.get('governor') or 'n/a'}, "
+                     f"{a.get('runtime')} {a.get('runtime_version')}")
+    return lines
+
+
+def render(fmt: str, cells: list[dict[str, Any]], run: dict[str, Any], devices: list[dict[str, Any]]) -> str:
+    if fmt == "json":
+        return json_records(cells, run)
+    tables = pivot(cells)
+    if fmt == "csv":
+        return csv_text(tables)
+    return markdown(tables, header_lines(run, devices))

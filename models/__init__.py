@@ -1,0 +1,34 @@
+"""The model zoo. Names resolve to sources without importing TensorFlow (only the build worker
+touches TensorFlow), so the plan can be validated and the cache checked in a blink."""
+
+from __future__ import annotations
+
+from models.base import EvalSet, FineTune, Source
+
+# zoo name -> what it is (for --help and error messages)
+ZOO = {
+    "digits_cnn": "the seeds' small CNN, trained on scikit-learn digits (accuracy on a held-out split)",
+    "mobilenet_v2": "Keras MobileNetV2, weights=None, 224x224 (fidelity against fp32)",
+    "efficientnet_b0": "Keras EfficientNetB0, weights=None, 224x224 (fidelity against fp32)",
+}
+
+
+def resolve(name: str, kind: str, zoo: str | None = None, path=None) -> Source:
+    """The source for a plan's model entry, named as the plan names it."""
+    if kind == "zoo" and zoo == "digits_cnn":
+        from models.digits import DigitsCNN
+
+        source: Source = DigitsCNN()
+    elif kind == "zoo":
+        from models.keras_apps import KerasApplication
+
+        source = KerasApplication(zoo)
+    else:
+        from models.byo import FileSource
+
+        source = FileSource(name, path, kind)
+    source.name = name
+    return source
+
+
+__all__ = ["ZOO", "EvalSet", "FineTune", "Source", "resolve"]

@@ -1,0 +1,97 @@
+"""What the harness needs from a model it converts: a Keras model (built, trained or loaded), a
+representative dataset, an evaluation set, and fine-tuning data for pruning and QAT.
+
+`key_material()` is cheap (no TensorFlow): it is hashed into the cache key, so a second sweep can
+tell that nothing needs building without importing TensorFlow. Everything else runs in the build
+worker, which has TensorFlow loaded."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class EvalSet:
+    """Examples to run on the device. With labels, accuracy; without, fidelity against fp32."""
+
+    x: np.ndarray  # float32, (N, *input shape without batch), preprocessed as the model expects
+    labels: np.ndarray | None
+    description: str
+
+    def save(self, path: Path) -> None:
+        arrays = {"x": self.x.astype(np.float32)}
+        if self.labels is not None:
+            arrays["labels"] = self.labels.astype(np.int64)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+
+@dataclass
+class FineTune:
+    """Data and settings for the fine-tuning that pruning and QAT need."""
+
+    x: np.ndarray
+    y: np.ndarray  # integer labels, or the fp32 model's outputs (distillation) when there are none
+    loss: str
+    epochs: int
+    batch_size: int
+    learning_rate: float = 1e-3
+
+
+class Source(ABC):
+    """A model the harness turns into variants."""
+
+    name: str
+    labeled: bool = False  # True: accuracy against labels; False: fidelity against fp32
+
+    @abstractmethod
+    def key_material(self) -> Any:
+        """JSON-able (or bytes) description of everything the built model depends on."""
+
+    @abstractmethod
+    def keras_model(self, workdir: Path, log: Callable[[str], None]):
+        """The Keras model, built/trained/loaded (caching what it made in `workdir`); None when
+        the source is not a Keras model (a SavedModel without Keras metadata)."""
+
+    def converter(self, tf, model):
+        """The TFLiteConverter for the source model itself."""
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+
+    def input_shape(self, model) -> tuple[int, ...]:
+        """Input shape without the batch dimension."""
+        return tuple(int(d) for d in model.inputs[0].shape[1:])
+
+    @abstractmethod
+    def representative(self, model) -> np.ndarray:
+        """Float inputs for calibration, (N, *input shape)."""
+
+    @abstractmethod
+    def eval_set(self, model) -> EvalSet: ...
+
+    @abstractmethod
+    def fine_tune(self, model) -> FineTune: ...
+
+
+def distillation(model, x: np.ndarray, epochs: int, batch_size: int) -> FineTune:
+    """Fine-tuning without labels: the fp32 model's own outputs are the targets."""
+    y = model.predict(x, batch_size=batch_size, verbose=0)
+    return FineTune(x=x, y=y, loss="mse", epochs=epochs, batch_size=batch_size, learning_rate=1e-4)
+
+
+def synthetic_inputs(shape: tuple[int, ...], count: int, seed: int, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+    """Seeded smooth random inputs: low-frequency noise, upsampled, in [low, high]."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, *shape), np.float32)
+    for i in range(count):
+        coarse = rng.random(tuple(max(1, s // 8) if j < 2 else s for j, s in enumerate(shape)))
+        reps = tuple(-(-s // c) for s, c in zip(shape, coarse.shape))
+        fine = np.kron(coarse, np.ones(reps))[tuple(slice(0, s) for s in shape)]
+        noise = rng.normal(0, 0.05, shape)
+        out[i] = np.clip(fine + noise, 0, 1) * (high - low) + low
+    return out
