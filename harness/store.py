@@ -1,7 +1,11 @@
 """The results store: SQLite, tidy rows, provenance on every run, raw samples for the gate.
 
 Each cell is written in one transaction with its metrics and samples, so an interrupted sweep
-leaves whole cells or none. Units live in metric names (`latency_p50_us`) and in `metrics.unit`."""
+leaves whole cells or none. Units live in metric names (`latency_p50_us`) and in `metrics.unit`.
+
+Every timed sample is kept, one row per cell: `samples.latency_us` is a BLOB of little-endian
+float32 microseconds in run order (`numpy.frombuffer(blob, "<f4")`). A 20 us model measured for
+a second gives ~50,000 samples; as a row each they made a quick sweep ~30 MB, as a BLOB ~3 MB."""
 
 from __future__ import annotations
 
@@ -11,12 +15,15 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+import numpy as np
 
 from harness.errors import ConfigError
 from harness.metrics import UNITS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SAMPLE_DTYPE = "<f4"  # samples.latency_us: little-endian float32 microseconds
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,8 +47,8 @@ CREATE TABLE IF NOT EXISTS metrics (
     cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, name TEXT NOT NULL,
     value REAL, unit TEXT NOT NULL, PRIMARY KEY (cell_id, name));
 CREATE TABLE IF NOT EXISTS samples (
-    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
-    latency_us REAL NOT NULL, PRIMARY KEY (cell_id, seq));
+    cell_id INTEGER PRIMARY KEY REFERENCES cells(id) ON DELETE CASCADE, count INTEGER NOT NULL,
+    latency_us BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS cells_by_run ON cells(run_id);
 """
 CELL_COLUMNS = ("device_name", "device_fingerprint", "model", "variant", "artifact_sha256", "delegate",
@@ -144,8 +151,9 @@ class Store:
             cell_id = cur.lastrowid
             self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
                                 [(cell_id, n, v, UNITS.get(n, "")) for n, v in cell.metrics.items()])
-            self.db.executemany("INSERT INTO samples VALUES (?, ?, ?)",
-                                [(cell_id, i, s) for i, s in enumerate(cell.samples_us)])
+            if cell.samples_us:
+                blob = np.asarray(cell.samples_us, dtype=SAMPLE_DTYPE).tobytes()
+                self.db.execute("INSERT INTO samples VALUES (?, ?, ?)", (cell_id, len(cell.samples_us), blob))
         return cell_id
 
     # -- reading --------------------------------------------------------------------------------
@@ -186,15 +194,19 @@ class Store:
             cell["metrics"] = metrics.get(cell["id"], {})
         return cells
 
-    def samples(self, cell_id: int) -> list[float]:
-        return [r[0] for r in self.db.execute("SELECT latency_us FROM samples WHERE cell_id = ? ORDER BY seq", (cell_id,))]
+    def samples(self, cell_id: int) -> np.ndarray:
+        """Every timed sample of a cell, in run order (microseconds, float32); empty if none."""
+        row = self.db.execute("SELECT latency_us FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=SAMPLE_DTYPE) if row else np.empty(0, SAMPLE_DTYPE)
 
     def count(self, table: str, run_id: str | None = None) -> int:
+        """Rows of a table (for `samples`: the samples themselves), optionally of one run only."""
         if table not in ("runs", "cells", "metrics", "samples", "devices"):
             raise ValueError(table)
+        what = "SUM(t.count)" if table == "samples" else "COUNT(*)"
         if run_id is None or table in ("runs", "devices"):
-            return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            return self.db.execute(f"SELECT COALESCE({what}, 0) FROM {table} t").fetchone()[0]
         if table == "cells":
             return self.db.execute("SELECT COUNT(*) FROM cells WHERE run_id = ?", (run_id,)).fetchone()[0]
-        return self.db.execute(f"SELECT COUNT(*) FROM {table} t JOIN cells c ON c.id = t.cell_id WHERE c.run_id = ?",
-                               (run_id,)).fetchone()[0]
+        return self.db.execute(f"SELECT COALESCE({what}, 0) FROM {table} t JOIN cells c ON c.id = t.cell_id "
+                               "WHERE c.run_id = ?", (run_id,)).fetchone()[0]

@@ -46,7 +46,8 @@ def test_round_trip(tmp_path):
     assert (ok["variant"], ok["delegate"], ok["threads"], ok["status"]) == ("int8", "xnnpack", 2, "ok")
     assert ok["temp_before_c"] == 41.5 and ok["freq_after_khz"] == 2.4e6 and ok["temp_after_c"] is None
     assert json.loads(ok["warnings_json"]) == ["w1"] and json.loads(ok["details_json"])["coverage"]["nodes_delegated"] == 6
-    assert store.samples(cell_id) == [30.0, 31.5, 33.25]
+    assert store.samples(cell_id).tolist() == [30.0, 31.5, 33.25]  # float32 holds these exactly
+    assert store.samples(cell_id + 1).size == 0
     assert failed["status"] == "failed" and failed["reason"] == "allocate failed: boom" and failed["metrics"] == {}
     assert [d["name"] for d in store.devices_of_run(run_id)] == ["local"]
     assert store.devices_of_run(run_id)[0]["attributes"]["cpu_model"] == "Test CPU"
