@@ -7,6 +7,8 @@ worker, which has TensorFlow loaded."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,38 @@ class Source(ABC):
 
     @abstractmethod
     def fine_tune(self, model) -> FineTune: ...
+
+
+class ZooSource(Source):
+    """A model the zoo makes itself (builds, trains), saved once under its cache key so that every
+    variant, in every later sweep, derives from the same weights."""
+
+    seed: int = 0
+
+    @abstractmethod
+    def settings(self) -> dict:
+        """Everything the model depends on besides this module's code."""
+
+    @abstractmethod
+    def make(self, keras, workdir: Path, log: Callable[[str], None]):
+        """Build (and train) the Keras model; runs seeded, with deterministic ops."""
+
+    def key_material(self):
+        module = Path(inspect.getfile(type(self))).read_bytes()
+        return {"module_sha256": hashlib.sha256(module).hexdigest(), "settings": self.settings()}
+
+    def keras_model(self, workdir: Path, log: Callable[[str], None]):
+        from harness.tfenv import deterministic, import_tf
+
+        path = workdir / "model.keras"
+        if path.exists():
+            log(f"{self.name}: source model from cache ({workdir.name[:12]})")
+            return import_tf()[1].models.load_model(path)
+        _, keras = deterministic(self.seed)
+        model = self.make(keras, workdir, log)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+        return model
 
 
 def distillation(model, x: np.ndarray, epochs: int, batch_size: int) -> FineTune:

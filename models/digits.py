@@ -7,7 +7,6 @@ hash of this file, the settings below and the library versions, so a second swee
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -15,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from models.base import EvalSet, FineTune, Source
+from models.base import EvalSet, FineTune, ZooSource
 
 SETTINGS = {
     "size": 28, "test_fraction": 0.2, "split_seed": 0, "seed": 0,
     "epochs": 30, "batch_size": 32, "learning_rate": 1e-3,
-    "calibration_examples": 200, "fine_tune_epochs": 2,
+    "calibration_examples": 200, "fine_tune_epochs": 8,
 }
 
 
@@ -57,22 +56,15 @@ def build(keras):
     ], name="digits_cnn")
 
 
-class DigitsCNN(Source):
+class DigitsCNN(ZooSource):
     name = "digits_cnn"
     labeled = True
+    seed = SETTINGS["seed"]
 
-    def key_material(self):
-        return {"module_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), "settings": SETTINGS}
+    def settings(self) -> dict:
+        return SETTINGS
 
-    def keras_model(self, workdir: Path, log: Callable[[str], None]):
-        from harness.tfenv import deterministic, import_tf
-
-        path = workdir / "model.keras"
-        tf, keras = import_tf()
-        if path.exists():
-            log(f"{self.name}: trained weights from cache ({path.parent.name[:12]})")
-            return keras.models.load_model(path)
-        tf, keras = deterministic(SETTINGS["seed"])
+    def make(self, keras, workdir: Path, log: Callable[[str], None]):
         x_train, y_train, x_test, y_test = load_data()
         model = build(keras)
         model.compile(optimizer=keras.optimizers.Adam(SETTINGS["learning_rate"]),
@@ -83,7 +75,6 @@ class DigitsCNN(Source):
         _, accuracy = model.evaluate(x_test, y_test, verbose=0)
         log(f"{self.name}: trained, Keras test accuracy {accuracy:.4f} on {len(x_test)} held-out images")
         workdir.mkdir(parents=True, exist_ok=True)
-        model.save(path)
         (workdir / "training.json").write_text(json.dumps(
             {"keras_test_accuracy": float(accuracy), "train_examples": len(x_train),
              "test_examples": len(x_test), "settings": SETTINGS}, indent=1))

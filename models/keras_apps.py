@@ -13,14 +13,13 @@ makes every layer's activations unit-scale and the logits depend on the input.""
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from models.base import EvalSet, FineTune, Source, distillation, synthetic_inputs
+from models.base import EvalSet, FineTune, ZooSource, distillation, synthetic_inputs
 
 SETTINGS = {
     "seed": 0, "size": 224, "batchnorm_examples": 32, "calibration_examples": 32, "eval_crops": 24, "eval_synthetic": 8,
@@ -59,33 +58,23 @@ def image_crops(count: int, size: int, seed: int) -> np.ndarray:
     return out
 
 
-class KerasApplication(Source):
+class KerasApplication(ZooSource):
     labeled = False
+    seed = SETTINGS["seed"]
 
     def __init__(self, name: str):
         self.name = self.app = name
         self.builder, self.scaling = APPS[name]
 
-    def key_material(self):
-        return {"module_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-                "app": self.app, "settings": SETTINGS}
+    def settings(self) -> dict:
+        return {"app": self.app, **SETTINGS}
 
-    def keras_model(self, workdir: Path, log: Callable[[str], None]):
-        from harness.tfenv import deterministic, import_tf
-
-        path = workdir / "model.keras"
-        tf, keras = import_tf()
-        if path.exists():
-            log(f"{self.name}: source model from cache ({path.parent.name[:12]})")
-            return keras.models.load_model(path)
-        tf, keras = deterministic(SETTINGS["seed"])
+    def make(self, keras, workdir: Path, log: Callable[[str], None]):
         size = SETTINGS["size"]
         log(f"{self.name}: building keras.applications.{self.builder}(weights=None), seeded")
         model = getattr(keras.applications, self.builder)(
             weights=None, input_shape=(size, size, 3), classes=1000, classifier_activation=None)
         self._calibrate_batchnorm(keras, model)
-        workdir.mkdir(parents=True, exist_ok=True)
-        model.save(path)
         return model
 
     def _calibrate_batchnorm(self, keras, model) -> None:

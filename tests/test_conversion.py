@@ -54,7 +54,7 @@ def test_digits_cnn_every_variant_with_the_seeds_ratios(digits_build):
     assert accuracy["fp32"] > 0.95
     for variant in ("int8", "qat_int8", "dynamic", "int8_float_io", "int16x8"):
         assert accuracy[variant] >= accuracy["fp32"] - 0.01, (variant, accuracy)
-    assert accuracy["pruned_dynamic"] >= accuracy["fp32"] - 0.05
+    assert accuracy["pruned_dynamic"] >= accuracy["fp32"] - 0.02  # seeds: 98.52 -> 98.40 %
 
 
 def test_variants_have_the_tensor_types_of_their_recipe(digits_build):
@@ -137,3 +137,36 @@ def test_a_conversion_past_its_timeout_fails_every_variant_it_did_not_finish(tmp
     assert summary.failed == 2
     assert all("ran past convert_timeout_s=1" in a[v].reason for v in ("fp32", "int8"))
     assert not list((tmp_path / "cache").glob("artifacts/*.json"))  # a timeout is not cached as a result
+
+
+def test_a_worker_that_dies_mid_conversion_costs_one_variant(digits_build, session_cache, tmp_path):
+    """SIGKILL the real build worker while it converts `dynamic`: that variant is failed with the
+    cause, the worker is started again for the rest, and the crash is not cached."""
+    import os
+    import shutil
+    import signal
+
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache / "sources", cache / "sources")  # the trained source: no retraining
+    plan = load_plan(write(tmp_path / "p.yaml", "models:\n  - model: digits_cnn\n    variants: [fp32, dynamic, float16]\n"),
+                     load_inventory(None))
+    messages: list[str] = []
+
+    def log(message: str) -> None:
+        messages.append(message)
+        if message == "digits_cnn/dynamic: converting":
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                except OSError:
+                    continue
+                if "harness.worker" in cmdline and str(cache) in cmdline:
+                    os.kill(int(pid), signal.SIGKILL)
+
+    builds, summary = build_models(plan, Cache(cache), log)
+    a = builds["digits_cnn"].artifacts
+    assert a["fp32"].status == "ok" and a["float16"].status == "ok"
+    assert a["dynamic"].status == "failed" and "was killed by SIGKILL while converting dynamic" in a["dynamic"].reason
+    assert summary.worker_runs == 1 and sum("retrying the remaining 1 variants" in m for m in messages) == 1
+    again, _ = build_models(plan, Cache(cache), lambda m: None)
+    assert again["digits_cnn"].artifacts["dynamic"].status == "ok"  # a crash is retried next time, not cached
