@@ -6,7 +6,9 @@ its JSON comes back on stdout. Only `push` and `run` know that the device is thi
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +35,12 @@ class LocalConfig:
     description: str | None = None
 
 
+def _slug(name: str) -> str:
+    """A directory name for any device name (spaces, slashes, quotes...): safe characters + a hash."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "device"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 class LocalDevice(PythonRunnerDevice):
     transport = "local"
 
@@ -40,7 +48,7 @@ class LocalDevice(PythonRunnerDevice):
         self.name = config.name
         self.delegates = tuple(config.delegates)
         self.python = config.python or sys.executable
-        self.workdir = Path(config.workdir or f"~/.cache/harness/devices/{config.name}").expanduser()
+        self.workdir = Path(config.workdir or f"~/.cache/harness/devices/{_slug(config.name)}").expanduser()
         self.bytes_pushed = 0
         self._hashes: dict[tuple[str, int, int], str] = {}
 

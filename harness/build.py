@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -82,7 +82,7 @@ def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, su
         if artifact is None:
             artifact = Artifact(entry.name, variant, "failed", reason=crashes.get(variant, "not built"))
         elif variant in missing:
-            artifact = Artifact(**{**artifact.__dict__, "cached": False})
+            artifact = replace(artifact, cached=False)
         artifacts[variant] = artifact
         if variant in entry.variants:
             summary.cached += artifact.cached
@@ -113,9 +113,7 @@ def _run_worker(entry: ModelEntry, skey: str, variants: dict[str, str], cache: C
     pending = dict(variants)
     log_path = cache.log_path(skey)
     request_path = log_path.with_suffix(".request.json")
-    first = True
-    while first or pending:
-        first = False
+    while True:  # once, and again after a crash for the variants not yet attempted
         request = {"entry": {"name": entry.name, "kind": entry.kind, "zoo": entry.zoo,
                              "path": str(entry.path) if entry.path else None},
                    "source_key": skey, "variants": pending, "cache": str(cache.root)}
@@ -134,6 +132,8 @@ def _run_worker(entry: ModelEntry, skey: str, variants: dict[str, str], cache: C
         if timed_out or not in_progress:  # no progress possible: fail the rest with the same cause
             for variant in pending:
                 crashes[variant] = f"not built: build worker {how} ({log_path}): {tail}"
+            break
+        if not pending:
             break
         log(f"{entry.name}: {crashes[in_progress[0]]}; retrying the remaining {len(pending)} variants")
     return crashes
@@ -163,6 +163,7 @@ def _worker_once(model: str, request_path: Path, log_path: Path, timeout_s: floa
                     log(event["message"])
                 elif event.get("event") == "start":
                     started.append(event["variant"])
+                    log(f"{model}/{event['variant']}: converting")
                 elif event.get("event") == "done":
                     finished.append(event["variant"])
                     what = (f"converted in {event['seconds']:.1f} s" if event["status"] == "ok"

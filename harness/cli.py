@@ -45,10 +45,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     store = Store(args.db)
     try:
         run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:])
-        run = store.run(run_id)
-        sys.stdout.write(render("markdown", store.cells(run_id), run, store.devices_of_run(run_id)))
+        run, cells = store.run(run_id), store.cells(run_id)
+        sys.stdout.write(render("markdown", cells, run, store.devices_of_run(run_id)))
         counts: dict[str, int] = {}
-        for cell in store.cells(run_id):
+        for cell in cells:
             counts[cell["status"]] = counts.get(cell["status"], 0) + 1
         print(f"\nrun {run['status']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
               + f"; stored in {args.db} as run")

@@ -54,7 +54,7 @@ class ModelEntry:
 class Target:
     device: str
     delegates: tuple[str, ...] | None = None  # default: what the inventory says the device offers
-    threads: tuple[int, ...] = (1,)
+    threads: tuple[int, ...] | None = None  # default: the plan's `threads`
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class Plan:
     targets: tuple[Target, ...]
     protocol: MeasurementProtocol
     timeouts: Timeouts
+    threads: tuple[int, ...] = (1,)  # for targets that do not list their own
     description: str | None = None
 
 
@@ -235,7 +236,7 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     raw = _load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(source, None, "expected a mapping with at least 'models'")
-    known = ("name", "description", "models", "targets", "protocol", "timeouts")
+    known = ("name", "description", "models", "targets", "threads", "protocol", "timeouts")
     for key in raw:
         if key not in known:
             raise ConfigError(source, key, f"unknown key (known: {', '.join(known)})")
@@ -249,6 +250,9 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
             raise ConfigError(source, f"models[{i}].name", f"duplicate model name {entry.name!r}")
         seen.add(entry.name)
     targets = _targets(raw.get("targets"), inventory, source)
+    threads = _coerce(raw.get("threads", [1]), tuple[int, ...], source, "threads")
+    if any(t < 1 for t in threads):
+        raise ConfigError(source, "threads", "thread counts must be >= 1")
     protocol = build(MeasurementProtocol, raw.get("protocol") or {}, source, "protocol")
     _positive(protocol, source, "protocol", ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs"),
               allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
@@ -259,7 +263,7 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
         raise ConfigError(source, "name", f"expected a string, got {name!r}")
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return Plan(name=name, source=source, sha256=digest, models=entries, targets=targets,
-                protocol=protocol, timeouts=timeouts, description=raw.get("description"))
+                protocol=protocol, timeouts=timeouts, threads=threads, description=raw.get("description"))
 
 
 def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:
@@ -278,7 +282,7 @@ def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"targets[{i}].delegates",
                                   f"unknown delegate {delegate!r} (known: {', '.join(DELEGATES)})")
-        if any(t < 1 for t in target.threads):
+        if any(t < 1 for t in target.threads or ()):
             raise ConfigError(source, f"targets[{i}].threads", "thread counts must be >= 1")
         targets.append(target)
     return tuple(targets)

@@ -47,7 +47,7 @@ def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> l
         for entry in plan.models:
             for variant in entry.variants:
                 for delegate in delegates:
-                    for threads in target.threads:
+                    for threads in target.threads or plan.threads:
                         cells.append(Cell(entry.name, variant, target.device, delegate, threads))
     return cells
 
@@ -67,15 +67,15 @@ def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store
     log(f"run {run_id}: {len(cells)} cells on {len({c.device for c in cells})} device(s)")
     progress = Progress(len(cells), progress_stream or sys.stderr)
     outcomes: list[str] = []
-    status = "interrupted"
     try:
         for name in dict.fromkeys(c.device for c in cells):
             device_cells = [c for c in cells if c.device == name]
             outcomes += _sweep_device(inventory.get(name), device_cells, builds, plan, store, run_id, progress)
-        status = "ok" if all(o != "failed" for o in outcomes) else "failed" if all(
-            o == "failed" for o in outcomes) else "partial"
-    finally:
-        store.finish_run(run_id, status)
+    except BaseException as exc:  # the run row says how it ended; the cells stored so far stay
+        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "error")
+        raise
+    failed = outcomes.count("failed")
+    store.finish_run(run_id, "ok" if not failed else "failed" if failed == len(outcomes) else "partial")
     return run_id
 
 
@@ -109,9 +109,10 @@ def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuil
                         threads=cell.threads, status="failed", artifact_sha256=artifact.sha256,
                         device_fingerprint=fingerprint["fingerprint_id"] if fingerprint else None,
                         protocol_json=plan.protocol.to_json(), started_at=now(), warnings=list(build.notes))
-    for name in ("bytes", "gzip_bytes", "sparsity"):
-        if getattr(artifact, name) is not None:
-            record.metrics["model_" + name if name != "sparsity" else name] = float(getattr(artifact, name))
+    for metric, value in (("model_bytes", artifact.bytes), ("model_gzip_bytes", artifact.gzip_bytes),
+                          ("sparsity", artifact.sparsity)):
+        if value is not None:
+            record.metrics[metric] = float(value)
     if artifact.status != "ok":
         record.reason = f"conversion failed: {artifact.reason}"
     elif unreachable:

@@ -33,6 +33,8 @@ def test_repository_plans_load():
     assert {m.name for m in nightly.models} == {"digits_cnn", "mobilenet_v2", "efficientnet_b0"}
     assert all(m.variants == ALL for m in nightly.models)
     assert [t.device for t in nightly.targets] == [d.name for d in INVENTORY.devices]
+    assert nightly.targets[0].threads is None and nightly.threads == (1, 2, 4)
+    assert quick.threads == (1,)
 
 
 def test_embedded_inventory_is_the_local_device():
@@ -52,6 +54,8 @@ def test_embedded_inventory_is_the_local_device():
     ("models:\n  - model: digits_cnn\ntargets:\n  - device: local\n    delegates: [tpu]\n",
      "targets[0].delegates", "unknown delegate 'tpu'"),
     ("models:\n  - model: digits_cnn\ntargets:\n  - device: local\n    threads: [0]\n", "targets[0].threads", ">= 1"),
+    ("models:\n  - model: digits_cnn\nthreads: [2, -1]\n", "threads", ">= 1"),
+    ("models:\n  - model: digits_cnn\nthreads: 2\n", "threads", "non-empty list"),
     ("models:\n  - model: digits_cnn\n  - model: digits_cnn\n", "models[1].name", "duplicate model name"),
     ("models:\n  - path: nowhere.tflite\n", "models[0].path", "no such file"),
     ("models: []\n", "models", "non-empty list"),

@@ -67,3 +67,15 @@ def test_fingerprint_keys(local_device):
     assert len(fp["fingerprint_id"]) == 16 and fp["fingerprint_id"] == local_device.fingerprint()["fingerprint_id"]
     health = local_device.health()
     assert health.reachable and health.runtime == "ai_edge_litert" and health.runtime_version
+
+
+def test_default_workdir_is_safe_for_any_device_name():
+    from pathlib import Path
+
+    from devices.local import LocalConfig, LocalDevice
+
+    root = Path("~/.cache/harness/devices").expanduser()
+    odd = LocalDevice(LocalConfig(name="lab/pi 4; rm -rf $(id)"))
+    assert odd.workdir.parent == root and "/" not in odd.workdir.name and "$" not in odd.workdir.name
+    assert odd.workdir != LocalDevice(LocalConfig(name="lab/pi 4; rm -rf $(id) ")).workdir
+    assert LocalDevice(LocalConfig(name="local")).workdir == root / "local"
