@@ -41,14 +41,16 @@ class Cell:
 
 
 def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> list[Cell]:
+    """Cells in measuring order. A model's variants run back to back on each (delegate, threads):
+    the ratios the report shows (speed-up over fp32 on the same target) then compare cells taken
+    close in time, so a slow spell of a noisy machine does not fall between fp32 and the rest."""
     cells = []
     for target in targets:
         delegates = target.delegates or inventory.get(target.device).delegates
         for entry in plan.models:
-            for variant in entry.variants:
-                for delegate in delegates:
-                    for threads in target.threads or plan.threads:
-                        cells.append(Cell(entry.name, variant, target.device, delegate, threads))
+            for delegate in delegates:
+                for threads in target.threads or plan.threads:
+                    cells += [Cell(entry.name, v, target.device, delegate, threads) for v in entry.variants]
     return cells
 
 

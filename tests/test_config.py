@@ -127,3 +127,14 @@ def test_cli_exits_2_with_one_message_and_writes_no_run(tmp_path, text, words):
     assert result.stdout == ""
     assert not db.exists()
     assert not (tmp_path / "cache").exists()
+
+
+def test_variants_of_a_model_are_measured_back_to_back_per_target():
+    from harness.sweep import plan_cells
+
+    plan = load_plan(ROOT / "plans/quick.yaml", INVENTORY)
+    cells = plan_cells(plan, plan.targets, INVENTORY)
+    assert len(cells) == (9 + 4) * 2 * 2
+    first = [(c.model, c.variant, c.delegate, c.threads) for c in cells[:10]]
+    assert first[:9] == [("digits_cnn", v, "cpu", 1) for v in ALL] and first[9] == ("digits_cnn", "fp32", "cpu", 2)
+    assert len(set(cells)) == len(cells)
