@@ -250,9 +250,7 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
             raise ConfigError(source, f"models[{i}].name", f"duplicate model name {entry.name!r}")
         seen.add(entry.name)
     targets = _targets(raw.get("targets"), inventory, source)
-    threads = _coerce(raw.get("threads", [1]), tuple[int, ...], source, "threads")
-    if any(t < 1 for t in threads):
-        raise ConfigError(source, "threads", "thread counts must be >= 1")
+    threads = _thread_counts(_coerce(raw.get("threads", [1]), tuple[int, ...], source, "threads"), source, "threads")
     protocol = build(MeasurementProtocol, raw.get("protocol") or {}, source, "protocol")
     _positive(protocol, source, "protocol", ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs"),
               allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
@@ -282,10 +280,15 @@ def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"targets[{i}].delegates",
                                   f"unknown delegate {delegate!r} (known: {', '.join(DELEGATES)})")
-        if any(t < 1 for t in target.threads or ()):
-            raise ConfigError(source, f"targets[{i}].threads", "thread counts must be >= 1")
+        _thread_counts(target.threads or (), source, f"targets[{i}].threads")
         targets.append(target)
     return tuple(targets)
+
+
+def _thread_counts(threads: tuple[int, ...], source: str, key: str) -> tuple[int, ...]:
+    if any(t < 1 for t in threads):
+        raise ConfigError(source, key, "thread counts must be >= 1")
+    return threads
 
 
 def select_devices(plan: Plan, inventory: Inventory, wanted: str | None) -> tuple[Target, ...]:
