@@ -108,7 +108,9 @@ class ZooSource(Source):
         _, keras = deterministic(self.seed)
         model = self.make(keras, workdir, log)
         workdir.mkdir(parents=True, exist_ok=True)
-        model.save(path)
+        partial = workdir / ".partial.keras"  # an interrupted save must not look like a cached model
+        model.save(partial)
+        partial.replace(path)
         return model
 
 
