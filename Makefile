@@ -11,6 +11,7 @@ sweep: $(STAMP)
 	$(VENV)/bin/harness sweep --plan $(PLAN)
 
 test: $(STAMP)
+	sh scripts/install-test-deps
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 benchmark: $(STAMP)

@@ -9,6 +9,7 @@ from typing import Any
 # transport name -> (module, config class, device class)
 TRANSPORTS = {
     "local": ("devices.local", "LocalConfig", "LocalDevice"),
+    "ssh": ("devices.ssh", "SSHConfig", "SSHDevice"),
 }
 
 
@@ -17,7 +18,8 @@ def config_class(transport: str) -> type:
     return getattr(importlib.import_module(module), config)
 
 
-def open_device(config: Any):
-    """The device for a parsed inventory entry (one of the transports' config dataclasses)."""
+def open_device(config: Any, log=None):
+    """The device for a parsed inventory entry (one of the transports' config dataclasses);
+    `log` receives the transport's own messages (retries, transfers)."""
     module, _, device = TRANSPORTS[config.transport]
-    return getattr(importlib.import_module(module), device)(config)
+    return getattr(importlib.import_module(module), device)(config, log)

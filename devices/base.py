@@ -40,6 +40,16 @@ class MeasurementProtocol:
 
 
 @dataclass(frozen=True)
+class Cooldown:
+    """Inventory `cooldown:` of a device: before each cell, wait until the hottest thermal zone is
+    under `max_temp_c`, polling every `poll_s`; after `timeout_s` measure anyway, with a warning."""
+
+    max_temp_c: float
+    timeout_s: float = 300.0
+    poll_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class ExecResult:
     argv: tuple[str, ...]
     exit_code: int
@@ -55,6 +65,7 @@ class Health:
     runtime_version: str | None = None
     temperature_c: float | None = None
     detail: str = ""
+    fingerprint: Mapping[str, Any] | None = None  # when the device could be fingerprinted
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,12 @@ class Device(Protocol):
     transport: str
     delegates: tuple[str, ...]
 
+    cooldown: Cooldown | None
+    run_timeout_s: float | None  # the device's own limit per run, if its inventory sets one
+
     def health(self) -> Health: ...
     def fingerprint(self) -> Mapping[str, Any]: ...
+    def telemetry(self) -> Mapping[str, Any]: ...
     def push(self, local: Path) -> str: ...
     def run(self, argv: Sequence[str], timeout_s: float) -> ExecResult: ...
     def measure(self, job: Job) -> dict[str, Any]: ...
@@ -113,11 +128,42 @@ def parse_runner_json(result: ExecResult) -> dict[str, Any]:
 
 
 class PythonRunnerDevice:
-    """Measurement, fingerprint and health for any device that can run `python runner.py`."""
+    """Measurement, fingerprint and health for any device that can run `python runner.py`.
+
+    A transport provides `push`, `run` and `close`, and may override `missing_python` (what a
+    failed start of the interpreter looks like there) and `install_hint` (the exact command that
+    installs a runtime on that device)."""
 
     name: str
     python: str
+    cooldown: Cooldown | None = None
+    run_timeout_s: float | None = None
     probe_timeout_s: float = 60.0
+    bytes_pushed: int = 0
+    files_pushed: int = 0
+    files_reused: int = 0
+
+    def _sha256(self, path: Path) -> str:
+        """sha256 of a local file, remembered per (path, size, mtime) for this device's life."""
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        hashes = self.__dict__.setdefault("_hashes", {})
+        if key not in hashes:
+            hashes[key] = sha256_file(path)
+        return hashes[key]
+
+    def missing_python(self, result: ExecResult) -> RuntimeMissing | None:
+        return None
+
+    def install_hint(self) -> str | None:
+        return None
+
+    def _runner(self, argv: Sequence[str], timeout_s: float) -> tuple[ExecResult, dict[str, Any]]:
+        result = self.run([self.python, self.push(RUNNER_PATH), *argv], timeout_s)
+        missing = self.missing_python(result)
+        if missing is not None:
+            raise missing
+        return result, parse_runner_json(result)
 
     def push(self, local: Path) -> str:  # pragma: no cover - provided by the transport
         raise NotImplementedError
@@ -126,24 +172,29 @@ class PythonRunnerDevice:
         raise NotImplementedError
 
     def measure(self, job: Job) -> dict[str, Any]:
-        runner = self.push(RUNNER_PATH)
-        argv = [self.python, runner, "--graph", self.push(job.model), f"--delegate={job.delegate}",
-                f"--num_threads={job.num_threads}", *job.protocol.argv()]
+        argv = ["--graph", self.push(job.model), f"--delegate={job.delegate}", f"--num_threads={job.num_threads}",
+                *job.protocol.argv()]
         argv += [f"--delegate_option={k}={v}" for k, v in job.delegate_options.items()]
         if job.inputs is not None:
             argv += ["--inputs", self.push(job.inputs)]
-        result = self.run(argv, job.timeout_s)
-        report = parse_runner_json(result)
+        result, report = self._runner(argv, job.timeout_s)
         if result.exit_code == RUNNER_EXIT_NO_RUNTIME:
-            raise RuntimeMissing(f"{self.name}: {report['error']['message']}", report.get("install_hint"))
+            raise RuntimeMissing(f"{self.name}: {report['error']['message']}",
+                                 self.install_hint() or report.get("install_hint"))
         return report
 
     def probe(self) -> dict[str, Any]:
-        result = self.run([self.python, self.push(RUNNER_PATH), "--probe"], self.probe_timeout_s)
-        return parse_runner_json(result)
+        return self._runner(["--probe"], self.probe_timeout_s)[1]
+
+    def telemetry(self) -> dict[str, Any]:
+        """Temperatures and CPU frequencies now (the runner's `--telemetry`, no runtime imported)."""
+        return self._runner(["--telemetry"], self.probe_timeout_s)[1]["telemetry"]["before"]
 
     def fingerprint(self) -> dict[str, Any]:
-        report = self.probe()
+        return self._fingerprint(self.probe())
+
+    @staticmethod
+    def _fingerprint(report: dict[str, Any]) -> dict[str, Any]:
         info = dict(report["fingerprint"])
         runtime = report.get("runtime") or {}
         info["runtime"] = runtime.get("name")
@@ -154,9 +205,13 @@ class PythonRunnerDevice:
     def health(self) -> Health:
         try:
             report = self.probe()
+        except RuntimeMissing as exc:  # reachable, but no interpreter to run the runner
+            return Health(reachable=True, detail=f"{exc}")
         except DeviceError as exc:
             return Health(reachable=False, detail=str(exc))
         runtime = report.get("runtime") or {}
-        detail = "" if runtime else f"{report.get('runtime_error')}; install: {report.get('install_hint')}"
+        hint = self.install_hint() or report.get("install_hint")
+        detail = "" if runtime else f"{report.get('runtime_error')}; install: {hint}"
         return Health(reachable=True, runtime=runtime.get("name"), runtime_version=runtime.get("version"),
-                      temperature_c=report["telemetry"]["before"]["temp_c"], detail=detail)
+                      temperature_c=report["telemetry"]["before"]["temp_c"], detail=detail,
+                      fingerprint=self._fingerprint(report))

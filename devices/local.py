@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from devices.base import ExecResult, PythonRunnerDevice, sha256_file
+from devices.base import Cooldown, ExecResult, PythonRunnerDevice
 from harness.errors import DeviceTimeout, DeviceUnreachable
 
 
@@ -32,6 +32,8 @@ class LocalConfig:
     delegates: tuple[str, ...] = ("cpu", "xnnpack")
     python: str | None = None  # default: the interpreter running the harness
     workdir: str | None = None  # default: ~/.cache/harness/devices/<name>
+    cooldown: Cooldown | None = None
+    run_timeout_s: float | None = None  # default: the plan's timeouts.run_timeout_s
     description: str | None = None
 
 
@@ -44,25 +46,22 @@ def _slug(name: str) -> str:
 class LocalDevice(PythonRunnerDevice):
     transport = "local"
 
-    def __init__(self, config: LocalConfig):
+    def __init__(self, config: LocalConfig, log=None):
         self.name = config.name
         self.delegates = tuple(config.delegates)
         self.python = config.python or sys.executable
         self.workdir = Path(config.workdir or f"~/.cache/harness/devices/{_slug(config.name)}").expanduser()
-        self.bytes_pushed = 0
-        self._hashes: dict[tuple[str, int, int], str] = {}
-
-    def _sha256(self, path: Path) -> str:
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key not in self._hashes:
-            self._hashes[key] = sha256_file(path)
-        return self._hashes[key]
+        self.cooldown = config.cooldown
+        self.run_timeout_s = config.run_timeout_s
+        self._present: set[str] = set()
 
     def push(self, local: Path) -> str:
         local = Path(local)
         dest = self.workdir / f"{self._sha256(local)}{''.join(local.suffixes[-1:])}"
-        if not dest.exists():
+        if dest.exists():
+            if str(dest) not in self._present:
+                self.files_reused += 1
+        else:
             self.workdir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=".push-")
             os.close(fd)
@@ -73,6 +72,8 @@ class LocalDevice(PythonRunnerDevice):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             self.bytes_pushed += dest.stat().st_size
+            self.files_pushed += 1
+        self._present.add(str(dest))
         return str(dest)
 
     def run(self, argv: Sequence[str], timeout_s: float) -> ExecResult:

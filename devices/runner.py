@@ -62,9 +62,11 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seed of the random timing inputs")
     p.add_argument("--probe", action="store_true",
                    help="print the device's fingerprint, telemetry and runtime instead of measuring")
+    p.add_argument("--telemetry", action="store_true",
+                   help="print only temperatures and CPU frequencies (imports no runtime)")
     args = p.parse_args(argv)
-    if not args.probe and not args.graph:
-        p.error("--graph is required unless --probe is given")
+    if not (args.probe or args.telemetry) and not args.graph:
+        p.error("--graph is required unless --probe or --telemetry is given")
     if args.num_threads < 1 or args.num_runs < 1 or args.warmup_runs < 0:
         p.error("--num_threads and --num_runs must be >= 1, --warmup_runs >= 0")
     if args.max_secs <= 0 or args.min_secs < 0 or args.warmup_min_secs < 0:
@@ -112,20 +114,51 @@ def _read(path):
         return None
 
 
-def telemetry():
-    """Temperatures (degrees C) and current CPU frequencies (kHz), where the device shows them."""
+def telemetry(root="/"):
+    """Temperatures (degrees C) and current CPU frequencies (kHz), where the device shows them:
+    every /sys/class/thermal zone (millidegrees), the Raspberry Pi firmware's `vcgencmd
+    measure_temp` ("temp=48.3'C") where that tool exists, and each CPU's scaling_cur_freq."""
     zones = {}
-    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+    for zone in sorted(glob.glob(os.path.join(root, "sys/class/thermal/thermal_zone*"))):
         raw = _read(zone + "/temp")
         if raw and raw.lstrip("-").isdigit():
             zones["%s:%s" % (os.path.basename(zone), _read(zone + "/type") or "?")] = int(raw) / 1000.0
+    vcgencmd = _which("vcgencmd") if root == "/" else None
+    if vcgencmd:
+        temp = parse_vcgencmd_temp(_output([vcgencmd, "measure_temp"]))
+        if temp is not None:
+            zones["vcgencmd"] = temp
     freqs = []
-    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq")):
+    for path in sorted(glob.glob(os.path.join(root, "sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"))):
         raw = _read(path)
         if raw and raw.isdigit():
             freqs.append(int(raw))
     return {"temp_c": max(zones.values()) if zones else None, "zones": zones,
             "freq_khz": freqs, "time_unix": time.time()}
+
+
+def parse_vcgencmd_temp(text):
+    """48.3 from "temp=48.3'C" (what `vcgencmd measure_temp` prints); None otherwise."""
+    text = (text or "").strip()
+    if not text.startswith("temp="):
+        return None
+    try:
+        return float(text[5:].rstrip("C").rstrip("'").rstrip("\u00b0"))
+    except ValueError:
+        return None
+
+
+def _which(name):
+    import shutil
+    return shutil.which(name)
+
+
+def _output(argv):
+    import subprocess
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def fingerprint():
@@ -368,7 +401,9 @@ def main(argv=None):
     report = {"schema_version": SCHEMA_VERSION, "tool": "harness-runner", "python": platform.python_version(),
               "warnings": [], "error": None, "telemetry": {"before": telemetry()}}
     code = EXIT_OK
-    if args.probe:
+    if args.telemetry:
+        pass
+    elif args.probe:
         report["fingerprint"] = fingerprint()
         try:
             rt = load_runtime(args.runtime)

@@ -38,24 +38,44 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import run_sweep
 
     log = _log(args.quiet)
-    inventory = load_inventory(_inventory_path(args.inventory))
-    plan = load_plan(args.plan, inventory)
-    targets = select_devices(plan, inventory, args.devices)
-    log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
-    store = Store(args.db)
+    store = Store.open_existing(args.db) if args.resume else None
     try:
-        run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:])
+        resume = _resume_settings(args, store) if store is not None else None
+        inventory = load_inventory(_inventory_path(args.inventory))
+        plan = load_plan(args.plan or DEFAULT_PLAN, inventory)
+        if resume is not None and plan.sha256 != resume["plan_sha256"]:
+            raise ConfigError(plan.source, None, f"changed since run {resume['id']} was made (sha256 "
+                                                 f"{plan.sha256[:12]}, the run's {resume['plan_sha256'][:12]}); "
+                                                 "--resume needs the plan the run was made with")
+        targets = select_devices(plan, inventory, args.devices)
+        log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
+        store = store or Store(args.db)
+        run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:],
+                           resume=resume["id"] if resume else None)
         run, cells = store.run(run_id), store.cells(run_id)
         sys.stdout.write(render("markdown", cells, run, store.devices_of_run(run_id)))
-        counts: dict[str, int] = {}
-        for cell in cells:
-            counts[cell["status"]] = counts.get(cell["status"], 0) + 1
+        counts = store.status_counts(run_id)
         print(f"\nrun {run['status']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
               + f"; stored in {args.db} as run")
         print(run_id)
         return 1 if run["status"] == "failed" else 0
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+
+
+def _resume_settings(args: argparse.Namespace, store) -> dict:
+    """For `--resume RUN`: the run, and the plan, inventory and devices it was made with, unless
+    given again on this command line."""
+    import json
+
+    run = store.run(store.resolve_run(args.resume))
+    original = parser().parse_args(json.loads(run["argv_json"] or '["sweep"]'))
+    args.plan = args.plan or run["plan_path"]
+    if args.inventory is None and run["inventory_path"] and not run["inventory_path"].startswith("<"):
+        args.inventory = run["inventory_path"]
+    args.devices = args.devices or original.devices
+    return run
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -85,23 +105,53 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from harness.config import load_inventory
 
     inventory = load_inventory(_inventory_path(args.inventory))
-    rows = [("device", "transport", "reachable", "runtime", "fingerprint", "cpu", "kernel", "governor", "temp")]
+    if args.trust:
+        return _trust(inventory, args.trust)
+    rows = [("device", "transport", "reachable", "runtime", "fingerprint", "board", "os", "cpu", "kernel",
+             "governor", "temp")]
+    notes = []
     for config in inventory.devices:
-        device = devices.open_device(config)
+        device = devices.open_device(config, _log(False))
         try:
             health = device.health()
-            fp = device.fingerprint() if health.reachable else {}
-        except HarnessError as exc:
-            health, fp = None, {"error": str(exc)}
         finally:
             device.close()
-        runtime = f"{health.runtime} {health.runtime_version}" if health and health.runtime else (
-            f"MISSING: {health.detail}" if health and health.reachable else "—")
-        rows.append((config.name, config.transport, "yes" if health and health.reachable else f"no: {fp.get('error') or (health.detail if health else '')}",
-                     runtime, fp.get("fingerprint_id", "—"), f"{fp.get('cpu_model', '—')} × {fp.get('cores', '—')}",
-                     f"{fp.get('machine', '')} {fp.get('kernel', '—')}", fp.get("governor") or "n/a",
-                     "—" if not health or health.temperature_c is None else f"{health.temperature_c:.1f} °C"))
+        fp = dict(health.fingerprint or {})
+        if not health.reachable:
+            reachable, runtime = "NO (1)", "—"
+        else:
+            reachable = "yes"
+            runtime = f"{health.runtime} {health.runtime_version}" if health.runtime else "MISSING (1)"
+        if health.detail:
+            notes.append(health.detail if health.detail.startswith(f"{config.name}:") else
+                         f"{config.name}: {health.detail}")
+            reachable, runtime = reachable.replace("(1)", f"({len(notes)})"), runtime.replace("(1)", f"({len(notes)})")
+        rows.append((config.name, config.transport, reachable, runtime, fp.get("fingerprint_id", "—"),
+                     fp.get("device_model") or "—", fp.get("os") or "—",
+                     f"{fp.get('cpu_model', '—')} × {fp.get('cores', '—')}" if fp else "—",
+                     f"{fp.get('machine', '')} {fp.get('kernel', '')}".strip() or "—", fp.get("governor") or "—",
+                     "—" if health.temperature_c is None else f"{health.temperature_c:.1f} °C"))
     _print_table(rows)
+    for n, note in enumerate(notes, 1):
+        print(f"({n}) {note}")
+    return 0
+
+
+def _trust(inventory, name: str) -> int:
+    """Fetch an SSH device's host key, show its fingerprint, and record it in its known_hosts."""
+    from devices.ssh import host_key_entry, trust
+
+    try:
+        config = inventory.get(name)
+    except KeyError:
+        raise ConfigError(inventory.source, "devices", f"no device {name!r} (known: "
+                                                       f"{', '.join(d.name for d in inventory.devices)})") from None
+    if config.transport != "ssh":
+        raise ConfigError(inventory.source, name, f"--trust is for ssh devices; {name!r} is {config.transport}")
+    key_type, fingerprint, path, added = trust(config)
+    where = host_key_entry(config.host, config.port)
+    print(f"{name}: {where} offers {key_type} {fingerprint}")
+    print(f"{'recorded in' if added else 'already trusted in'} {path}")
     return 0
 
 
@@ -135,9 +185,12 @@ def parser() -> argparse.ArgumentParser:
                                    "measure each on every target device, store the results, print the "
                                    "table and, last, the run id.")
     p.add_argument("--inventory", help=f"devices (default: ./{DEFAULT_INVENTORY}, else the embedded local device)")
-    p.add_argument("--plan", default=DEFAULT_PLAN, help=f"what to measure (default {DEFAULT_PLAN})")
+    p.add_argument("--plan", help=f"what to measure (default {DEFAULT_PLAN}; with --resume, the run's plan)")
     db(p)
     p.add_argument("--devices", help="only these targets of the plan, comma-separated")
+    p.add_argument("--resume", metavar="RUN",
+                   help="measure again, in run RUN (id, prefix or 'latest'), only its cells that failed or were "
+                        "never reached; ok and skipped cells stay")
     p.add_argument("--cache-dir", default=os.environ.get("HARNESS_CACHE", DEFAULT_CACHE),
                    help=f"artifact cache (default $HARNESS_CACHE or {DEFAULT_CACHE})")
     p.add_argument("-q", "--quiet", action="store_true", help="no build log on stderr (progress stays)")
@@ -157,6 +210,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Reach every device of the inventory and print a health table: "
                                    "reachable, runtime and version, fingerprint, temperature.")
     p.add_argument("--inventory", help=f"devices (default: ./{DEFAULT_INVENTORY}, else the embedded local device)")
+    p.add_argument("--trust", metavar="NAME",
+                   help="fetch SSH device NAME's host key, print its fingerprint and record it in the device's "
+                        "known_hosts (check the fingerprint against the board's `ssh-keygen -lf` first)")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("doctor", help="what is installed: runtimes, converters, Edge TPU and ADB tools",

@@ -4,6 +4,7 @@ past this module never sees a raw dict."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import types
 import typing
@@ -73,6 +74,7 @@ class Plan:
     protocol: MeasurementProtocol
     timeouts: Timeouts
     threads: tuple[int, ...] = (1,)  # for targets that do not list their own
+    quarantine_after: int = 3  # consecutive device failures that end a device's part of the sweep
     description: str | None = None
 
 
@@ -109,6 +111,8 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         if not isinstance(value, list) or not value:
             raise ConfigError(source, key, f"expected a non-empty list, got {value!r}")
         return tuple(_coerce(v, item, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, source, key)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint in (str, int, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
@@ -165,6 +169,7 @@ def load_inventory(path: Path | str | None) -> Inventory:
             raise ConfigError(source, f"{where}.name", "must not be empty")
         if config.name in names:
             raise ConfigError(source, f"{where}.name", f"duplicate device name {config.name!r}")
+        _check_numbers(config, source, where)
         for delegate in config.delegates:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"{where}.delegates",
@@ -172,6 +177,21 @@ def load_inventory(path: Path | str | None) -> Inventory:
         names.add(config.name)
         parsed.append(config)
     return Inventory(source, tuple(parsed))
+
+
+def _check_numbers(obj: Any, source: str, where: str) -> None:
+    """Durations (`*_s`, `*_c` aside) must be > 0, counts >= 0, ports 1..65535; nested sections too."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_numbers(value, source, f"{where}.{f.name}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if f.name.endswith("_s") and value <= 0:
+                raise ConfigError(source, f"{where}.{f.name}", f"must be > 0 (seconds), got {value!r}")
+            if f.name == "port" and not 0 < value < 65536:
+                raise ConfigError(source, f"{where}.{f.name}", f"not a TCP port: {value!r}")
+            if f.name == "retries" and value < 0:
+                raise ConfigError(source, f"{where}.{f.name}", f"must be >= 0, got {value!r}")
 
 
 # -- plans -------------------------------------------------------------------------------------
@@ -236,7 +256,7 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     raw = _load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(source, None, "expected a mapping with at least 'models'")
-    known = ("name", "description", "models", "targets", "threads", "protocol", "timeouts")
+    known = ("name", "description", "models", "targets", "threads", "protocol", "timeouts", "quarantine_after")
     for key in raw:
         if key not in known:
             raise ConfigError(source, key, f"unknown key (known: {', '.join(known)})")
@@ -256,12 +276,16 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
               allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
     timeouts = build(Timeouts, raw.get("timeouts") or {}, source, "timeouts")
     _positive(timeouts, source, "timeouts", ("run_timeout_s", "convert_timeout_s"))
+    quarantine_after = _coerce(raw.get("quarantine_after", 3), int, source, "quarantine_after")
+    if quarantine_after < 1:
+        raise ConfigError(source, "quarantine_after", f"must be >= 1, got {quarantine_after}")
     name = raw.get("name", Path(path).stem)
     if not isinstance(name, str):
         raise ConfigError(source, "name", f"expected a string, got {name!r}")
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return Plan(name=name, source=source, sha256=digest, models=entries, targets=targets,
-                protocol=protocol, timeouts=timeouts, threads=threads, description=raw.get("description"))
+                protocol=protocol, timeouts=timeouts, threads=threads, quarantine_after=quarantine_after,
+                description=raw.get("description"))
 
 
 def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:

@@ -84,5 +84,6 @@ def checks() -> list[Check]:
         _tool("adb", ["version"], "install Android platform-tools (apt install adb)", "drives Android devices"),
         Check("adb key", "ok" if adbkey.exists() else "note",
               str(adbkey) if adbkey.exists() else f"{adbkey} absent; made on first ADB connection"),
-        _tool("ssh", ["-V"], "apt install openssh-client", "reaches Raspberry Pi class targets"),
+        _dist("paramiko", "pip install paramiko", "the SSH transport to Raspberry Pi class boards"),
+        _tool("ssh", ["-V"], "apt install openssh-client", "OpenSSH client, for the install commands the harness prints"),
     ]

@@ -15,7 +15,7 @@ UNITS = {
     "top1_accuracy": "ratio", "top5_accuracy": "ratio", "top1_agreement": "ratio", "sqnr_db": "dB",
     "eval_examples": "count",
     "nodes_delegated": "count", "nodes_total": "count", "delegate_partitions": "count",
-    "edgetpu_ops": "count", "cpu_ops": "count",
+    "edgetpu_ops": "count", "cpu_ops": "count", "cooldown_wait_s": "s",
 }
 
 

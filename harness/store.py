@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,9 @@ class Store:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
+        # Device workers write from their threads; one lock serializes them on this connection.
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self.lock = threading.RLock()
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA foreign_keys = ON")
         with self.db:
@@ -130,21 +133,32 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
-        with self.db:
+        with self.lock, self.db:
             self.db.execute("UPDATE runs SET finished_at = ?, status = ? WHERE id = ?", (now(), status, run_id))
 
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a run as running again (`sweep --resume`); its settled cells stay as they are."""
+        with self.lock, self.db:
+            self.db.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?", (run_id,))
+
     def upsert_device(self, fingerprint_id: str, name: str, transport: str, attributes: dict) -> None:
-        with self.db:
+        with self.lock, self.db:
             self.db.execute(
                 "INSERT INTO devices VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint_id) DO UPDATE SET "
                 "name = excluded.name, transport = excluded.transport, attributes_json = excluded.attributes_json",
                 (fingerprint_id, name, transport, json.dumps(attributes, sort_keys=True), now()))
 
-    def add_cell(self, run_id: str, cell: CellRecord) -> int:
+    def add_cell(self, run_id: str, cell: CellRecord, replace: bool = False) -> int:
+        """Store a cell with its metrics and samples in one transaction. With `replace`, a stored
+        cell of the same run and configuration (a failed one being measured again) is replaced."""
         row = {c: getattr(cell, c, None) for c in CELL_COLUMNS}
         row["warnings_json"] = json.dumps(cell.warnings) if cell.warnings else None
         row["details_json"] = json.dumps(cell.details, sort_keys=True) if cell.details else None
-        with self.db:
+        with self.lock, self.db:
+            if replace:
+                self.db.execute("DELETE FROM cells WHERE run_id = ? AND device_name = ? AND model = ? AND variant = ? "
+                                "AND delegate = ? AND threads = ?", (run_id, cell.device_name, cell.model,
+                                                                     cell.variant, cell.delegate, cell.threads))
             cur = self.db.execute(
                 f"INSERT INTO cells (run_id, {', '.join(CELL_COLUMNS)}) VALUES (?, {', '.join('?' * len(CELL_COLUMNS))})",
                 (run_id, *row.values()))
@@ -172,6 +186,16 @@ class Store:
             return exact[0] if exact else rows[0][0]
         raise ConfigError(str(self.path), "--run", f"no run {ref!r}" if not rows else
                           f"{ref!r} matches {len(rows)} runs; give more of the id")
+
+    def settled_cells(self, run_id: str) -> set[tuple[str, str, str, str, int]]:
+        """(device, model, variant, delegate, threads) of the cells of a run that need no new try."""
+        rows = self.db.execute("SELECT device_name, model, variant, delegate, threads FROM cells "
+                               "WHERE run_id = ? AND status IN ('ok', 'skipped')", (run_id,))
+        return {tuple(r) for r in rows}
+
+    def status_counts(self, run_id: str) -> dict[str, int]:
+        rows = self.db.execute("SELECT status, COUNT(*) FROM cells WHERE run_id = ? GROUP BY status", (run_id,))
+        return {status: n for status, n in rows}
 
     def run(self, run_id: str) -> dict[str, Any]:
         return dict(self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())

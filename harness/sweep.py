@@ -1,5 +1,6 @@
 """The sweep: plan -> cells (model x variant x device x delegate x threads) -> artifacts -> one
-device at a time (cells on a device run serially) -> health, push, run, parse -> stored rows.
+worker per device, devices in parallel, cells on a device serially -> health, cool-down, push,
+run, parse -> stored rows.
 
 A failure is data: a variant that did not convert, a delegate a device does not offer, a runner
 that failed or timed out, a device that does not answer, each becomes a stored cell with its
@@ -10,11 +11,14 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import devices
-from devices.base import DeviceError, Job
+from devices.base import Cooldown, DeviceError, Job
 from harness import __version__
 from harness.accuracy import score
 from harness.artifacts import Cache
@@ -55,57 +59,106 @@ def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> l
 
 
 def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store: Store, cache: Cache,
-              log: Log, argv: Sequence[str] = (), progress_stream=None) -> str:
-    """Build, measure and store every cell of the plan; returns the run id."""
+              log: Log, argv: Sequence[str] = (), progress_stream=None, resume: str | None = None) -> str:
+    """Build, measure and store every cell of the plan; returns the run id. With `resume`, the cells
+    of that run that did not succeed (failed, or never reached) are measured again, in that run."""
     cells = plan_cells(plan, targets, inventory)
+    if resume is not None:
+        settled = store.settled_cells(resume)
+        cells = [c for c in cells if (c.device, c.model, c.variant, c.delegate, c.threads) not in settled]
+        log(f"resuming run {resume}: {len(settled)} cells settled, {len(cells)} to measure")
     builds, summary = build_models(plan, cache, log)
     log(f"artifacts: {summary.cached} from cache, {summary.converted} converted, {summary.failed} failed "
         f"({summary.worker_runs} build worker run{'s' * (summary.worker_runs != 1)})")
-    commit, dirty = git_commit()
-    run_id = store.create_run(
-        harness_version=__version__, git_commit=commit, git_dirty=int(dirty), plan_name=plan.name,
-        plan_path=plan.source, plan_sha256=plan.sha256, inventory_path=inventory.source, host=platform.node(),
-        versions_json=json.dumps(library_versions()), argv_json=json.dumps(list(argv)))
-    log(f"run {run_id}: {len(cells)} cells on {len({c.device for c in cells})} device(s)")
+    if resume is not None:
+        run_id = resume
+        store.reopen_run(run_id)
+    else:
+        commit, dirty = git_commit()
+        run_id = store.create_run(
+            harness_version=__version__, git_commit=commit, git_dirty=int(dirty), plan_name=plan.name,
+            plan_path=plan.source, plan_sha256=plan.sha256, inventory_path=inventory.source, host=platform.node(),
+            versions_json=json.dumps(library_versions()), argv_json=json.dumps(list(argv)))
+    by_device = {name: [c for c in cells if c.device == name] for name in dict.fromkeys(c.device for c in cells)}
+    log(f"run {run_id}: {len(cells)} cells on {len(by_device)} device(s), one worker per device")
     progress = Progress(len(cells), progress_stream or sys.stderr)
-    outcomes: list[str] = []
+    stop = threading.Event()
     try:
-        for name in dict.fromkeys(c.device for c in cells):
-            device_cells = [c for c in cells if c.device == name]
-            outcomes += _sweep_device(inventory.get(name), device_cells, builds, plan, store, run_id, progress)
+        with ThreadPoolExecutor(max_workers=max(1, len(by_device)), thread_name_prefix="device") as pool:
+            futures = [pool.submit(_sweep_device, inventory.get(name), device_cells, builds, plan, store, run_id,
+                                   progress, log, stop, resume is not None)
+                       for name, device_cells in by_device.items()]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                stop.set()  # the workers finish the cell in hand and stop
+                raise
     except BaseException as exc:  # the run row says how it ended; the cells stored so far stay
         store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "error")
         raise
-    failed = outcomes.count("failed")
-    store.finish_run(run_id, "ok" if not failed else "failed" if failed == len(outcomes) else "partial")
+    counts = store.status_counts(run_id)
+    failed, total = counts.get("failed", 0), sum(counts.values())
+    store.finish_run(run_id, "ok" if not failed else "failed" if failed == total else "partial")
     return run_id
 
 
+def cool_down(read_temp: Callable[[], float | None], cooldown: Cooldown,
+              sleep: Callable[[float], None] = time.sleep,
+              clock: Callable[[], float] = time.monotonic) -> tuple[float, str | None]:
+    """Wait until `read_temp()` is under the limit. Returns (seconds waited, warning or None); a
+    device without a sensor, or still hot after `timeout_s`, is measured anyway with a warning."""
+    started = clock()
+    while True:
+        temp = read_temp()
+        waited = clock() - started
+        if temp is None:
+            return waited, "cool-down not possible: the device reports no temperature"
+        if temp < cooldown.max_temp_c:
+            return waited, None
+        if waited >= cooldown.timeout_s:
+            return waited, (f"cool-down timed out after {waited:.0f} s at {temp:.1f} C "
+                            f"(limit {cooldown.max_temp_c:g} C); measured anyway")
+        sleep(min(cooldown.poll_s, max(cooldown.timeout_s - waited, 0.0)))
+
+
 def _sweep_device(config: Any, cells: list[Cell], builds: dict[str, ModelBuild], plan: Plan, store: Store,
-                  run_id: str, progress: Progress) -> list[str]:
-    device = devices.open_device(config)
-    outcomes = []
+                  run_id: str, progress: Progress, log: Log, stop: threading.Event, resumed: bool) -> None:
+    """One device's cells, serially, in this worker thread. A device that fails `quarantine_after`
+    cells in a row (unreachable, timed out) is quarantined: its remaining cells fail at once."""
+    device = devices.open_device(config, log)
     try:
         try:
             fingerprint = device.fingerprint()
         except DeviceError as exc:
-            fingerprint, unreachable = None, f"device did not answer: {exc}"
+            fingerprint, unavailable = None, f"device did not answer: {exc}"
         else:
-            unreachable = None
+            unavailable = None
             store.upsert_device(fingerprint["fingerprint_id"], device.name, device.transport, fingerprint)
+        strikes, last_fault = 0, ""
         for cell in cells:
+            if stop.is_set():
+                return
             progress.start(cell.label())
-            record = _measure(device, fingerprint, cell, builds[cell.model], plan, unreachable)
-            store.add_cell(run_id, record)
+            record, fault = _measure(device, fingerprint, cell, builds[cell.model], plan, unavailable)
+            if resumed:
+                record.warnings.append(f"measured by `harness sweep --resume` at {record.started_at}")
+            store.add_cell(run_id, record, replace=resumed)
             progress.done(cell.label(), _outcome(record, builds[cell.model].labeled))
-            outcomes.append(record.status)
+            strikes, last_fault = (strikes + 1, fault) if fault else (0, "")
+            if strikes == plan.quarantine_after and unavailable is None:
+                unavailable = (f"{cell.device} quarantined after {strikes} consecutive device failures "
+                               f"(last: {last_fault})")
+                log(unavailable)
     finally:
         device.close()
-    return outcomes
+        log(f"{device.name}: pushed {device.files_pushed} file(s), {device.bytes_pushed:,} bytes; "
+            f"{device.files_reused} already on the device")
 
 
 def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuild, plan: Plan,
-             unreachable: str | None) -> CellRecord:
+             unavailable: str | None) -> tuple[CellRecord, str | None]:
+    """The cell's record, and the device fault (unreachable, timed out) that failed it, if any."""
     artifact = build.artifacts[cell.variant]
     record = CellRecord(device_name=cell.device, model=cell.model, variant=cell.variant, delegate=cell.delegate,
                         threads=cell.threads, status="failed", artifact_sha256=artifact.sha256,
@@ -115,24 +168,41 @@ def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuil
                           ("sparsity", artifact.sparsity)):
         if value is not None:
             record.metrics[metric] = float(value)
+    fault = None
     if artifact.status != "ok":
         record.reason = f"conversion failed: {artifact.reason}"
-    elif unreachable:
-        record.reason = unreachable
+    elif unavailable:
+        record.reason = unavailable
     elif cell.delegate not in device.delegates:
         record.status = "skipped"
         record.reason = f"{cell.device} does not offer the {cell.delegate} delegate (it has: {', '.join(device.delegates)})"
     else:
+        if device.cooldown is not None:
+            _cool(device, record)
         job = Job(model=artifact.path, delegate=cell.delegate, num_threads=cell.threads, protocol=plan.protocol,
-                  timeout_s=plan.timeouts.run_timeout_s, inputs=build.eval_path)
+                  timeout_s=device.run_timeout_s or plan.timeouts.run_timeout_s, inputs=build.eval_path)
         try:
             report = device.measure(job)
         except DeviceError as exc:
             record.reason = str(exc)
+            fault = record.reason
         else:
             _record_report(record, report, build)
     record.finished_at = now()
-    return record
+    return record, fault
+
+
+def _cool(device: Any, record: CellRecord) -> None:
+    def read_temp() -> float | None:
+        return device.telemetry().get("temp_c")
+
+    try:
+        waited, warning = cool_down(read_temp, device.cooldown)
+    except DeviceError as exc:
+        waited, warning = 0.0, f"cool-down skipped: cannot read the temperature: {exc}"
+    record.metrics["cooldown_wait_s"] = waited
+    if warning:
+        record.warnings.append(warning)
 
 
 def _record_report(record: CellRecord, report: dict[str, Any], build: ModelBuild) -> None:

@@ -50,3 +50,56 @@ def local_device(tmp_path):
     from devices.local import LocalConfig, LocalDevice
 
     return LocalDevice(LocalConfig(name="local", workdir=str(tmp_path / "device")))
+
+
+# -- SSH test hosts: real OpenSSH servers (tests/peers/sshd.py) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def sshd_host(tmp_path_factory):
+    """OpenSSH's sshd on a free port of 127.0.0.1, with generated host and user keys."""
+    from tests.peers.sshd import sshd_binary, start_sshd
+
+    if sshd_binary() is None:
+        pytest.skip("no sshd: `make test` installs Debian's openssh-server when run as root")
+    host = start_sshd(tmp_path_factory.mktemp("sshd"), name="loopback")
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="session")
+def netns_host(tmp_path_factory, sshd_host):
+    """A second sshd in its own network namespace behind a veth pair (its link can be cut)."""
+    from tests.peers.sshd import netns_supported, start_sshd
+
+    reason = netns_supported()
+    if reason:
+        pytest.skip(reason)
+    host = start_sshd(tmp_path_factory.mktemp("sshd-ns"), name="netns", netns=True,
+                      authorized_key=sshd_host.identity_file)
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(digits_build, tmp_path_factory) -> Path:
+    """The digits CNN in fp32 (39 KB), as a given .tflite file."""
+    path = tmp_path_factory.mktemp("tiny") / "digits_fp32.tflite"
+    path.write_bytes(digits_build[0].artifacts["fp32"].path.read_bytes())
+    return path
+
+
+def ssh_config(host, name: str = "board", **extra):
+    """An SSH device config for a test host, with the harness's Python as the board's Python."""
+    from harness.config import build
+    from devices.ssh import SSHConfig
+
+    settings = {"python": sys.executable, "connect_timeout_s": 5, "retry_backoff_s": 0.2, **extra}
+    entry = host.inventory_entry(name, **settings)
+    return build(SSHConfig, entry, "<test>", name)
+
+
+def inventory_yaml(entries: list[dict]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"devices": entries}, sort_keys=False)

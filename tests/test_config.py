@@ -98,6 +98,15 @@ def test_given_tflite_takes_no_other_variant(tmp_path):
     ("devices:\n  - name: a\n    transport: local\n    delegates: [warp]\n", "devices[0].delegates", "unknown delegate"),
     ("devices:\n  - transport: local\n", "devices[0].name", "missing required key"),
     ("hosts: []\n", None, "single key 'devices'"),
+    ("devices:\n  - name: pi\n    transport: ssh\n", "devices[0].host", "missing required key"),
+    ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    port: 70000\n", "devices[0].port", "not a TCP port"),
+    ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    connect_timeout_s: 0\n",
+     "devices[0].connect_timeout_s", "must be > 0"),
+    ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    cooldown: {max_temp: 60}\n",
+     "devices[0].cooldown.max_temp", "unknown key"),
+    ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    cooldown: {max_temp_c: 60, timeout_s: -1}\n",
+     "devices[0].cooldown.timeout_s", "must be > 0"),
+    ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    retries: -1\n", "devices[0].retries", ">= 0"),
 ])
 def test_inventory_rejections(tmp_path, text, key, words):
     path = write(tmp_path / "inventory.yaml", text)
@@ -138,3 +147,18 @@ def test_variants_of_a_model_are_measured_back_to_back_per_target():
     first = [(c.model, c.variant, c.delegate, c.threads) for c in cells[:10]]
     assert first[:9] == [("digits_cnn", v, "cpu", 1) for v in ALL] and first[9] == ("digits_cnn", "fp32", "cpu", 2)
     assert len(set(cells)) == len(cells)
+
+
+def test_ssh_inventory_entry_with_defaults_and_cooldown(tmp_path):
+    inventory = load_inventory(write(tmp_path / "inventory.yaml", (
+        "devices:\n  - name: pi4\n    transport: ssh\n    host: 192.168.1.40\n    user: pi\n"
+        "    identity_file: ~/.ssh/id_ed25519\n    cooldown: {max_temp_c: 55, timeout_s: 120}\n")))
+    pi = inventory.get("pi4")
+    assert (pi.host, pi.port, pi.user, pi.python, pi.workdir) == ("192.168.1.40", 22, "pi", "python3", "~/.cache/harness")
+    assert (pi.cooldown.max_temp_c, pi.cooldown.timeout_s, pi.cooldown.poll_s) == (55.0, 120.0, 5.0)
+    assert pi.known_hosts == "~/.ssh/known_hosts" and pi.run_timeout_s is None
+
+
+def test_quarantine_after_must_be_positive(tmp_path):
+    error = plan_error(tmp_path, "models:\n  - model: digits_cnn\nquarantine_after: 0\n")
+    assert error.key == "quarantine_after" and ">= 1" in error.message

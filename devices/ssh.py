@@ -1,0 +1,401 @@
+"""SSH devices (Raspberry Pi, Jetson, Coral Dev Board): the runner over one paramiko connection.
+
+Only `push` and `run` cross the link; measuring, fingerprint and health come from
+`PythonRunnerDevice`, so a board is driven exactly as the local device is and every time it
+reports is taken on the board.
+
+- Host keys are checked against `known_hosts`; an unknown host is refused (`harness devices
+  --trust NAME` records its key after showing the fingerprint). Key authentication only.
+- One connection per device, reused; TCP_NODELAY (an exec costs ~5 ms instead of ~48 ms), SSH
+  keep-alives and TCP_USER_TIMEOUT, so a cut link is noticed in `link_timeout_s`, not minutes.
+- Connection errors are retried with back-off (`retries`, `retry_backoff_s`); authentication,
+  host-key and command failures are not, because trying again cannot change them.
+- Files go to `workdir/<sha256><suffix>` over SFTP only when the board lacks that hash.
+- Commands are argv lists joined with `shlex.join`: no name is ever pasted into a shell line.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+from devices.base import Cooldown, ExecResult, PythonRunnerDevice
+from harness.errors import DeviceTimeout, DeviceUnreachable, RuntimeMissing
+
+T = TypeVar("T")
+EXIT_NOT_FOUND = 127  # POSIX shell: command not found
+PID_MARK = "harness-remote-pid:"
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """Inventory keys of a `transport: ssh` device."""
+
+    name: str
+    host: str
+    transport: str = "ssh"
+    port: int = 22
+    user: str | None = None  # default: the user running the harness
+    identity_file: str | None = None  # default: the usual ~/.ssh/id_* keys
+    known_hosts: str = "~/.ssh/known_hosts"
+    python: str = "python3"
+    workdir: str = "~/.cache/harness"
+    delegates: tuple[str, ...] = ("cpu", "xnnpack")
+    cooldown: Cooldown | None = None
+    connect_timeout_s: float = 10.0
+    run_timeout_s: float | None = None  # default: the plan's timeouts.run_timeout_s
+    link_timeout_s: float = 20.0  # a link that acknowledges nothing for this long is dead
+    keepalive_s: float = 5.0
+    retries: int = 2
+    retry_backoff_s: float = 1.0
+    description: str | None = None
+
+
+class _ConnectionLost(Exception):
+    """A connection-level failure that trying again may cure (refused, reset, timed out, dropped)."""
+
+
+def _paramiko():
+    import paramiko  # imported when an SSH device is used, so `--help` stays instant
+
+    return paramiko
+
+
+def host_key_entry(host: str, port: int) -> str:
+    """How known_hosts names a host: `host` on port 22, `[host]:port` elsewhere."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def key_fingerprint(key) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key (as `ssh-keygen -lf` prints it)."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class SSHDevice(PythonRunnerDevice):
+    transport = "ssh"
+
+    def __init__(self, config: SSHConfig, log: Callable[[str], None] | None = None):
+        self.config = config
+        self.name = config.name
+        self.delegates = tuple(config.delegates)
+        self.cooldown = config.cooldown
+        self.run_timeout_s = config.run_timeout_s
+        self.probe_timeout_s = max(60.0, config.connect_timeout_s)
+        self.log = log or (lambda message: None)
+        self.user = config.user or _local_user()
+        self.known_hosts = Path(config.known_hosts).expanduser()
+        self.identity_file = Path(config.identity_file).expanduser() if config.identity_file else None
+        self._client = None
+        self._sftp = None
+        self._home: str | None = None
+        self._present: set[str] = set()
+        self._mkdirs_done = False
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{host_key_entry(self.config.host, self.config.port)}"
+
+    def _open(self):
+        """One connection attempt. Permanent refusals raise DeviceUnreachable; the rest _ConnectionLost."""
+        paramiko = _paramiko()
+        if self.identity_file is not None and not self.identity_file.is_file():
+            raise DeviceUnreachable(f"{self.name}: identity_file {self.identity_file}: no such file")
+        try:
+            sock = socket.create_connection((self.config.host, self.config.port), timeout=self.config.connect_timeout_s)
+        except OSError as exc:
+            raise _ConnectionLost(f"cannot connect to {self.config.host}:{self.config.port}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: unacknowledged data for this long drops the link
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.config.link_timeout_s * 1000))
+        client = paramiko.SSHClient()
+        if self.known_hosts.is_file():
+            client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        timeout = self.config.connect_timeout_s
+        try:
+            client.connect(self.config.host, self.config.port, username=self.user, sock=sock,
+                           key_filename=str(self.identity_file) if self.identity_file else None,
+                           allow_agent=False, look_for_keys=self.identity_file is None, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise DeviceUnreachable(
+                f"{self.name}: the host key of {self.address} CHANGED ({key_fingerprint(exc.key)} is not the "
+                f"{key_fingerprint(exc.expected_key)} in {self.known_hosts}); refusing to connect") from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            key = self.identity_file or "the default keys"
+            raise DeviceUnreachable(f"{self.name}: authentication failed for {self.address} with {key}: {exc}") from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise DeviceUnreachable(
+                    f"{self.name}: unknown host key for {host_key_entry(self.config.host, self.config.port)} "
+                    f"(not in {self.known_hosts}); check it, then record it with `harness devices --trust "
+                    f"{shlex.quote(self.name)}`") from None
+            raise _ConnectionLost(f"SSH handshake with {self.address} failed: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            client.close()
+            raise _ConnectionLost(f"SSH handshake with {self.address} failed: {exc}") from exc
+        transport = client.get_transport()
+        transport.set_keepalive(max(1, int(self.config.keepalive_s)))
+        return client
+
+    def _connection(self):
+        if self._client is not None and self._client.get_transport() and self._client.get_transport().is_active():
+            return self._client
+        self._drop()
+        self._client = self._open()
+        return self._client
+
+    def _drop(self) -> None:
+        for handle in (self._sftp, self._client):
+            if handle is not None:
+                try:
+                    handle.close()
+                except (OSError, EOFError) as exc:
+                    self.log(f"{self.name}: closing a dead connection: {exc}")
+        self._sftp = self._client = None
+
+    def _with_retries(self, step: str, action: Callable[[], T]) -> T:
+        """Run `action`, reconnecting with back-off when the connection fails; other errors pass."""
+        delay = self.config.retry_backoff_s
+        for attempt in range(self.config.retries + 1):
+            try:
+                return action()
+            except _ConnectionLost as exc:
+                self._drop()
+                if attempt == self.config.retries:
+                    raise DeviceUnreachable(f"{self.name}: {step}: {exc} (gave up after "
+                                            f"{attempt + 1} attempt{'s' * (attempt > 0)})") from None
+                self.log(f"{self.name}: {step}: {exc}; retrying in {delay:g} s")
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._drop()
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def _sftp_client(self):
+        if self._sftp is None:
+            try:
+                self._sftp = self._connection().open_sftp()
+                # no SFTP request may wait longer than a dead link takes to be noticed
+                self._sftp.get_channel().settimeout(self.config.link_timeout_s + self.config.connect_timeout_s)
+            except (OSError, EOFError, _paramiko().SSHException) as exc:
+                raise _ConnectionLost(f"SFTP session: {exc}") from exc
+        return self._sftp
+
+    def _expand(self, path: str) -> str:
+        """`~` and relative paths resolved against the remote home (asked once, over SFTP)."""
+        if path.startswith("/"):
+            return path
+        if self._home is None:
+            self._home = self._sftp_client().normalize(".")
+        rest = path[2:] if path.startswith("~/") else "" if path == "~" else path
+        return f"{self._home.rstrip('/')}/{rest}" if rest else self._home
+
+    @property
+    def python(self) -> str:  # the runner's interpreter, `~` expanded on the board
+        python = self.config.python
+        return self._with_retries("resolve python", lambda: self._expand(python)) if python.startswith("~") else python
+
+    # -- push -----------------------------------------------------------------------------------
+
+    def push(self, local: Path) -> str:
+        local = Path(local)
+        digest = self._sha256(local)
+        return self._with_retries(f"push {local.name}", lambda: self._push(local, digest))
+
+    def _push(self, local: Path, digest: str) -> str:
+        try:
+            sftp = self._sftp_client()
+            workdir = self._expand(self.config.workdir)
+            remote = f"{workdir}/{digest}{''.join(local.suffixes[-1:])}"
+            if remote in self._present:
+                return remote
+            size = local.stat().st_size
+            try:
+                if sftp.stat(remote).st_size == size:
+                    self._present.add(remote)
+                    self.files_reused += 1
+                    return remote
+            except FileNotFoundError:
+                pass
+            if not self._mkdirs_done:
+                self._mkdirs(sftp, workdir)
+                self._mkdirs_done = True
+            partial = f"{remote}.part-{os.getpid()}"
+            sftp.put(str(local), partial, confirm=True)
+            sftp.posix_rename(partial, remote)
+        except FileNotFoundError as exc:
+            raise DeviceUnreachable(f"{self.name}: push {local.name}: {exc}") from None
+        except PermissionError as exc:
+            raise DeviceUnreachable(f"{self.name}: push {local.name} into {self.config.workdir}: {exc}") from None
+        except (OSError, EOFError, _paramiko().SSHException) as exc:
+            raise _ConnectionLost(f"SFTP: {exc}") from exc
+        self.bytes_pushed += size
+        self.files_pushed += 1
+        self._present.add(remote)
+        return remote
+
+    @staticmethod
+    def _mkdirs(sftp, path: str) -> None:
+        parts, current = path.strip("/").split("/"), ""
+        for part in parts:
+            current += "/" + part
+            try:
+                sftp.stat(current)
+            except FileNotFoundError:
+                sftp.mkdir(current)
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        argv = tuple(str(a) for a in argv)
+        return self._with_retries(f"run {Path(argv[0]).name}", lambda: self._run(argv, timeout_s))
+
+    def _run(self, argv: tuple[str, ...], timeout_s: float) -> ExecResult:
+        paramiko = _paramiko()
+        # The shell prints its pid, then becomes the command (exec keeps the pid), so a command that
+        # outlives its timeout can be killed. Every argument is quoted; nothing is pasted.
+        command = f"echo {PID_MARK}$$ >&2; exec {shlex.join(argv)}"
+        started = time.monotonic()
+        try:
+            transport = self._connection().get_transport()
+            channel = transport.open_session(timeout=self.config.connect_timeout_s)
+            channel.exec_command(command)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise _ConnectionLost(f"cannot start a command: {exc}") from exc
+        out, err = bytearray(), bytearray()
+        deadline = started + timeout_s
+        name = Path(argv[0]).name
+
+        def check() -> None:
+            while channel.recv_stderr_ready():
+                err.extend(channel.recv_stderr(1 << 16))
+            if not transport.is_active():
+                raise _ConnectionLost(f"connection lost while {name} ran (after {time.monotonic() - started:.1f} s)")
+            if time.monotonic() > deadline:
+                self._kill(err)
+                raise DeviceTimeout(f"{self.name}: {name} ran past its {timeout_s:g} s timeout")
+
+        try:
+            # Blocking reads wake as soon as data, EOF or the exit status arrives; the short
+            # timeouts only bound how late a deadline or a dead transport is noticed.
+            channel.settimeout(0.25)
+            while True:
+                try:
+                    chunk = channel.recv(1 << 16)
+                except socket.timeout:
+                    check()
+                    continue
+                if not chunk:
+                    break  # stdout closed
+                out += chunk
+            while not channel.status_event.wait(0.25):
+                check()
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(1 << 16)
+            code = channel.recv_exit_status()
+            if code == -1:  # no exit-status: the command died of a signal, or the connection did
+                settle = time.monotonic() + 1.0
+                while transport.is_active() and time.monotonic() < settle:
+                    time.sleep(0.05)
+                if not transport.is_active():
+                    raise _ConnectionLost(f"connection lost while {Path(argv[0]).name} ran "
+                                          f"(after {time.monotonic() - started:.1f} s)")
+                err += b"\n(the command ended without an exit status: killed by a signal)\n"
+        except (OSError, EOFError) as exc:
+            raise _ConnectionLost(f"connection lost while {Path(argv[0]).name} ran: {exc}") from exc
+        finally:
+            channel.close()
+        stderr = err.decode(errors="replace")
+        lines = stderr.splitlines(keepends=True)
+        if lines and lines[0].startswith(PID_MARK):
+            stderr = "".join(lines[1:])
+        return ExecResult(argv, code, out.decode(errors="replace"), stderr, time.monotonic() - started)
+
+    def _kill(self, err: bytearray) -> None:
+        """Kill a timed-out command and what it started: sshd makes each session's shell a session
+        and process-group leader, and `exec` keeps its pid, so that pid names the group."""
+        first = err.split(b"\n", 1)[0].decode(errors="replace")
+        if not first.startswith(PID_MARK) or not first[len(PID_MARK):].isdigit():
+            return
+        try:
+            channel = self._connection().get_transport().open_session(timeout=self.config.connect_timeout_s)
+            channel.exec_command(shlex.join(["kill", "-KILL", "--", f"-{first[len(PID_MARK):]}"]))
+            channel.recv_exit_status()
+            channel.close()
+        except (OSError, EOFError, _ConnectionLost, DeviceUnreachable, _paramiko().SSHException) as exc:
+            self.log(f"{self.name}: could not kill the timed-out command: {exc}")
+
+    # -- the runtime ----------------------------------------------------------------------------
+
+    def missing_python(self, result: ExecResult) -> RuntimeMissing | None:
+        if result.exit_code != EXIT_NOT_FOUND:
+            return None
+        return RuntimeMissing(f"{self.name}: no Python at {self.config.python!r} ({result.stderr.strip()})",
+                              self.ssh_command("sudo apt-get install -y python3 python3-venv"))
+
+    def install_hint(self) -> str:
+        venv = f"{self.config.workdir.rstrip('/')}/venv"
+        return (self.ssh_command(f"python3 -m venv {venv} && {venv}/bin/pip install numpy ai-edge-litert")
+                + f"   then set `python: {venv}/bin/python` for {self.name} in the inventory "
+                  "(where LiteRT has no wheel for the board: pip install tflite-runtime)")
+
+    def ssh_command(self, remote: str) -> str:
+        """The OpenSSH command line that runs `remote` on this device, to paste in a terminal."""
+        argv = ["ssh", "-p", str(self.config.port)]
+        if self.identity_file:
+            argv += ["-i", str(self.identity_file)]
+        if self.config.known_hosts != "~/.ssh/known_hosts":
+            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return shlex.join(argv + [f"{self.user}@{self.config.host}", remote])
+
+
+def trust(config: SSHConfig) -> tuple[str, str, Path, bool]:
+    """Fetch the host's key and append it to known_hosts unless there. Returns (key type,
+    fingerprint, file, newly recorded). A key that differs from a recorded one is refused."""
+    paramiko = _paramiko()
+    entry = host_key_entry(config.host, config.port)
+    try:
+        sock = socket.create_connection((config.host, config.port), timeout=config.connect_timeout_s)
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=config.connect_timeout_s)
+            key = transport.get_remote_server_key()
+        finally:
+            transport.close()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise DeviceUnreachable(f"{config.name}: cannot fetch the host key of {entry}: {exc}") from None
+    path = Path(config.known_hosts).expanduser()
+    known = paramiko.HostKeys(str(path)) if path.is_file() else paramiko.HostKeys()
+    recorded = (known.lookup(entry) or {}).get(key.get_name())
+    if recorded is not None:
+        if recorded.asbytes() != key.asbytes():
+            raise DeviceUnreachable(
+                f"{config.name}: {entry} now offers {key_fingerprint(key)}, but {path} records "
+                f"{key_fingerprint(recorded)}; if the board was reinstalled, remove the old line first")
+        return key.get_name(), key_fingerprint(key), path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"{entry} {key.get_name()} {key.get_base64()}\n")
+    return key.get_name(), key_fingerprint(key), path, True
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()

@@ -1,0 +1,1 @@
+"""Real peers (servers, links) that tests start and stop themselves."""
