@@ -167,15 +167,18 @@ class SSHDevice(PythonRunnerDevice):
         self._sftp = self._client = None
 
     def _with_retries(self, step: str, action: Callable[[], T]) -> T:
-        """Run `action`, reconnecting with back-off when the connection fails; other errors pass."""
-        delay = self.config.retry_backoff_s
+        """Run `action`, reconnecting with back-off when the connection fails; other errors pass.
+        The final error names the first failure too (a link lost mid-run, then refused)."""
+        delay, first = self.config.retry_backoff_s, None
         for attempt in range(self.config.retries + 1):
             try:
                 return action()
             except _ConnectionLost as exc:
                 self._drop()
+                first = first or str(exc)
                 if attempt == self.config.retries:
-                    raise DeviceUnreachable(f"{self.name}: {step}: {exc} (gave up after "
+                    then = f"; then {exc}" if str(exc) != first else ""
+                    raise DeviceUnreachable(f"{self.name}: {step}: {first}{then} (gave up after "
                                             f"{attempt + 1} attempt{'s' * (attempt > 0)})") from None
                 self.log(f"{self.name}: {step}: {exc}; retrying in {delay:g} s")
                 time.sleep(delay)
