@@ -215,6 +215,10 @@ def test_names_that_look_like_shell_syntax_run_as_names(sshd_host, tiny_tflite, 
     places = {tmp_path, workdir.parent, Path.home(), Path.cwd(), Path("/")}
     assert not [p / c for p in places for c in canaries if (p / c).exists()], "a name was run as a command"
     assert sorted(p.suffix for p in workdir.iterdir()) == [".py", ".tflite"]  # runner and model, by hash
+    assert f"{device}: pushed 2 file(s), " in result.stderr
+    again = harness_cli("sweep", "--plan", str(plan), "--inventory", str(inventory), "--db", str(db),
+                        "--cache-dir", str(session_cache), cwd=tmp_path)
+    assert again.returncode == 0 and f"{device}: pushed 0 file(s), 0 bytes; 2 already on the device" in again.stderr
 
 
 def test_devices_table_reports_each_board_and_why(sshd_host, tmp_path):
