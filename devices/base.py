@@ -206,7 +206,7 @@ class PythonRunnerDevice:
         try:
             report = self.probe()
         except RuntimeMissing as exc:  # reachable, but no interpreter to run the runner
-            return Health(reachable=True, detail=f"{exc}")
+            return Health(reachable=True, detail=str(exc))
         except DeviceError as exc:
             return Health(reachable=False, detail=str(exc))
         runtime = report.get("runtime") or {}

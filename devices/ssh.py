@@ -317,11 +317,11 @@ class SSHDevice(PythonRunnerDevice):
                 while transport.is_active() and time.monotonic() < settle:
                     time.sleep(0.05)
                 if not transport.is_active():
-                    raise _ConnectionLost(f"connection lost while {Path(argv[0]).name} ran "
+                    raise _ConnectionLost(f"connection lost while {name} ran "
                                           f"(after {time.monotonic() - started:.1f} s)")
                 err += b"\n(the command ended without an exit status: killed by a signal)\n"
         except (OSError, EOFError) as exc:
-            raise _ConnectionLost(f"connection lost while {Path(argv[0]).name} ran: {exc}") from exc
+            raise _ConnectionLost(f"connection lost while {name} ran: {exc}") from exc
         finally:
             channel.close()
         stderr = err.decode(errors="replace")

@@ -117,15 +117,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
         finally:
             device.close()
         fp = dict(health.fingerprint or {})
-        if not health.reachable:
-            reachable, runtime = "NO (1)", "—"
-        else:
-            reachable = "yes"
-            runtime = f"{health.runtime} {health.runtime_version}" if health.runtime else "MISSING (1)"
+        mark = ""  # the number of the note under the table that says why
         if health.detail:
             notes.append(health.detail if health.detail.startswith(f"{config.name}:") else
                          f"{config.name}: {health.detail}")
-            reachable, runtime = reachable.replace("(1)", f"({len(notes)})"), runtime.replace("(1)", f"({len(notes)})")
+            mark = f" ({len(notes)})"
+        reachable = "yes" if health.reachable else f"NO{mark}"
+        runtime = ("—" if not health.reachable else
+                   f"{health.runtime} {health.runtime_version}" if health.runtime else f"MISSING{mark}")
         rows.append((config.name, config.transport, reachable, runtime, fp.get("fingerprint_id", "—"),
                      fp.get("device_model") or "—", fp.get("os") or "—",
                      f"{fp.get('cpu_model', '—')} × {fp.get('cores', '—')}" if fp else "—",
