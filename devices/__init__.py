@@ -10,6 +10,7 @@ from typing import Any
 TRANSPORTS = {
     "local": ("devices.local", "LocalConfig", "LocalDevice"),
     "ssh": ("devices.ssh", "SSHConfig", "SSHDevice"),
+    "adb": ("devices.adb", "ADBConfig", "ADBDevice"),
 }
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
-from harness.errors import DeviceError, RuntimeMissing
+from harness.errors import DeviceError, DeviceUnreachable, RuntimeMissing
+
+T = TypeVar("T")
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 RUNNER_EXIT_NO_RUNTIME = 3
@@ -31,9 +34,13 @@ class MeasurementProtocol:
     num_runs: int = 50
     min_secs: float = 1.0
     max_secs: float = 150.0
+    # benchmark_model prints statistics, not every run: devices that measure with it run it this
+    # many times per cell and keep each run's average as one sample (the runner keeps every run).
+    repetitions: int = 5
 
     def argv(self) -> list[str]:
-        return [f"--{k}={v}" for k, v in asdict(self).items()]
+        """The runner's flags (benchmark_model's names); `repetitions` is the device's business."""
+        return [f"--{k}={v}" for k, v in asdict(self).items() if k != "repetitions"]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -125,6 +132,69 @@ def parse_runner_json(result: ExecResult) -> dict[str, Any]:
                 return report
     tail = (result.stderr.strip().splitlines() or ["(no stderr)"])[-5:]
     raise DeviceError(f"runner exited {result.exit_code} without a JSON report: " + " | ".join(tail))
+
+
+class ConnectionLost(Exception):
+    """A connection-level failure that trying again may cure (refused, reset, timed out, dropped)."""
+
+
+class Reconnecting:
+    """What remote transports share: their common settings, and retries. `_with_retries(step,
+    action)` runs `action`; when it raises ConnectionLost, the connection is dropped (`_drop`) and
+    `action` tried again after `retry_backoff_s`, doubling, `retries` times; other errors pass at
+    once. The final error names the first failure too (a link lost mid-run, then refused)."""
+
+    def __init__(self, config: Any, log: Callable[[str], None] | None = None):
+        """The settings every remote transport's inventory entry has."""
+        self.config = config
+        self.name = config.name
+        self.delegates = tuple(config.delegates)
+        self.cooldown = config.cooldown
+        self.run_timeout_s = config.run_timeout_s
+        self.probe_timeout_s = max(60.0, config.connect_timeout_s)
+        self.log = log or (lambda message: None)
+
+    def _drop(self) -> None:  # pragma: no cover - provided by the transport
+        raise NotImplementedError
+
+    def _with_retries(self, step: str, action: Callable[[], T]) -> T:
+        delay, first = self.config.retry_backoff_s, None
+        for attempt in range(self.config.retries + 1):
+            try:
+                return action()
+            except ConnectionLost as exc:
+                self._drop()
+                first = first or str(exc)
+                if attempt == self.config.retries:
+                    then = f"; then {exc}" if str(exc) != first else ""
+                    raise DeviceUnreachable(f"{self.name}: {step}: {first}{then} (gave up after "
+                                            f"{attempt + 1} attempt{'s' * (attempt > 0)})") from None
+                self.log(f"{self.name}: {step}: {exc}; retrying in {delay:g} s")
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+def score_on_host(model: Path, inputs: Path, timeout_s: float) -> dict[str, Any]:
+    """The evaluation set's outputs computed on this host with TFLite's reference kernels, for a
+    device that cannot run the Python runner (a phone without Python): the runner's accuracy block,
+    or {"error": ...}."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, str(RUNNER_PATH), "--graph", str(model), "--delegate=reference", "--num_threads=1",
+            "--warmup_runs=0", "--warmup_min_secs=0", "--num_runs=1", "--min_secs=0", "--inputs", str(inputs)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"the host's reference run passed its {timeout_s:g} s timeout"}
+    try:
+        report = parse_runner_json(ExecResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr, 0.0))
+    except DeviceError as exc:
+        return {"error": str(exc)}
+    if report.get("error"):
+        return {"error": f"{report['error']['stage']} failed on the host: {report['error']['message']}"}
+    return report.get("accuracy") or {"error": "the host's reference run returned no outputs"}
 
 
 class PythonRunnerDevice:

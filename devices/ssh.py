@@ -24,12 +24,11 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Sequence
 
-from devices.base import Cooldown, ExecResult, PythonRunnerDevice
+from devices.base import ConnectionLost, Cooldown, ExecResult, PythonRunnerDevice, Reconnecting
 from harness.errors import DeviceTimeout, DeviceUnreachable, RuntimeMissing
 
-T = TypeVar("T")
 EXIT_NOT_FOUND = 127  # POSIX shell: command not found
 PID_MARK = "harness-remote-pid:"
 
@@ -58,9 +57,6 @@ class SSHConfig:
     description: str | None = None
 
 
-class _ConnectionLost(Exception):
-    """A connection-level failure that trying again may cure (refused, reset, timed out, dropped)."""
-
 
 def _paramiko():
     import paramiko  # imported when an SSH device is used, so `--help` stays instant
@@ -78,17 +74,11 @@ def key_fingerprint(key) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
-class SSHDevice(PythonRunnerDevice):
+class SSHDevice(Reconnecting, PythonRunnerDevice):
     transport = "ssh"
 
     def __init__(self, config: SSHConfig, log: Callable[[str], None] | None = None):
-        self.config = config
-        self.name = config.name
-        self.delegates = tuple(config.delegates)
-        self.cooldown = config.cooldown
-        self.run_timeout_s = config.run_timeout_s
-        self.probe_timeout_s = max(60.0, config.connect_timeout_s)
-        self.log = log or (lambda message: None)
+        super().__init__(config, log)
         self.user = config.user or _local_user()
         self.known_hosts = Path(config.known_hosts).expanduser()
         self.identity_file = Path(config.identity_file).expanduser() if config.identity_file else None
@@ -105,14 +95,14 @@ class SSHDevice(PythonRunnerDevice):
         return f"{self.user}@{host_key_entry(self.config.host, self.config.port)}"
 
     def _open(self):
-        """One connection attempt. Permanent refusals raise DeviceUnreachable; the rest _ConnectionLost."""
+        """One connection attempt. Permanent refusals raise DeviceUnreachable; the rest ConnectionLost."""
         paramiko = _paramiko()
         if self.identity_file is not None and not self.identity_file.is_file():
             raise DeviceUnreachable(f"{self.name}: identity_file {self.identity_file}: no such file")
         try:
             sock = socket.create_connection((self.config.host, self.config.port), timeout=self.config.connect_timeout_s)
         except OSError as exc:
-            raise _ConnectionLost(f"cannot connect to {self.config.host}:{self.config.port}: {exc}") from exc
+            raise ConnectionLost(f"cannot connect to {self.config.host}:{self.config.port}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: unacknowledged data for this long drops the link
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.config.link_timeout_s * 1000))
@@ -142,10 +132,10 @@ class SSHDevice(PythonRunnerDevice):
                     f"{self.name}: unknown host key for {host_key_entry(self.config.host, self.config.port)} "
                     f"(not in {self.known_hosts}); check it, then record it with `harness devices --trust "
                     f"{shlex.quote(self.name)}`") from None
-            raise _ConnectionLost(f"SSH handshake with {self.address} failed: {exc}") from exc
+            raise ConnectionLost(f"SSH handshake with {self.address} failed: {exc}") from exc
         except (OSError, EOFError) as exc:
             client.close()
-            raise _ConnectionLost(f"SSH handshake with {self.address} failed: {exc}") from exc
+            raise ConnectionLost(f"SSH handshake with {self.address} failed: {exc}") from exc
         transport = client.get_transport()
         transport.set_keepalive(max(1, int(self.config.keepalive_s)))
         return client
@@ -166,25 +156,6 @@ class SSHDevice(PythonRunnerDevice):
                     self.log(f"{self.name}: closing a dead connection: {exc}")
         self._sftp = self._client = None
 
-    def _with_retries(self, step: str, action: Callable[[], T]) -> T:
-        """Run `action`, reconnecting with back-off when the connection fails; other errors pass.
-        The final error names the first failure too (a link lost mid-run, then refused)."""
-        delay, first = self.config.retry_backoff_s, None
-        for attempt in range(self.config.retries + 1):
-            try:
-                return action()
-            except _ConnectionLost as exc:
-                self._drop()
-                first = first or str(exc)
-                if attempt == self.config.retries:
-                    then = f"; then {exc}" if str(exc) != first else ""
-                    raise DeviceUnreachable(f"{self.name}: {step}: {first}{then} (gave up after "
-                                            f"{attempt + 1} attempt{'s' * (attempt > 0)})") from None
-                self.log(f"{self.name}: {step}: {exc}; retrying in {delay:g} s")
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
     def close(self) -> None:
         self._drop()
 
@@ -197,7 +168,7 @@ class SSHDevice(PythonRunnerDevice):
                 # no SFTP request may wait longer than a dead link takes to be noticed
                 self._sftp.get_channel().settimeout(self.config.link_timeout_s + self.config.connect_timeout_s)
             except (OSError, EOFError, _paramiko().SSHException) as exc:
-                raise _ConnectionLost(f"SFTP session: {exc}") from exc
+                raise ConnectionLost(f"SFTP session: {exc}") from exc
         return self._sftp
 
     def _expand(self, path: str) -> str:
@@ -247,7 +218,7 @@ class SSHDevice(PythonRunnerDevice):
         except PermissionError as exc:
             raise DeviceUnreachable(f"{self.name}: push {local.name} into {self.config.workdir}: {exc}") from None
         except (OSError, EOFError, _paramiko().SSHException) as exc:
-            raise _ConnectionLost(f"SFTP: {exc}") from exc
+            raise ConnectionLost(f"SFTP: {exc}") from exc
         self.bytes_pushed += size
         self.files_pushed += 1
         self._present.add(remote)
@@ -280,7 +251,7 @@ class SSHDevice(PythonRunnerDevice):
             channel = transport.open_session(timeout=self.config.connect_timeout_s)
             channel.exec_command(command)
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise _ConnectionLost(f"cannot start a command: {exc}") from exc
+            raise ConnectionLost(f"cannot start a command: {exc}") from exc
         out, err = bytearray(), bytearray()
         deadline = started + timeout_s
         name = Path(argv[0]).name
@@ -289,7 +260,7 @@ class SSHDevice(PythonRunnerDevice):
             while channel.recv_stderr_ready():
                 err.extend(channel.recv_stderr(1 << 16))
             if not transport.is_active():
-                raise _ConnectionLost(f"connection lost while {name} ran (after {time.monotonic() - started:.1f} s)")
+                raise ConnectionLost(f"connection lost while {name} ran (after {time.monotonic() - started:.1f} s)")
             if time.monotonic() > deadline:
                 self._kill(err)
                 raise DeviceTimeout(f"{self.name}: {name} ran past its {timeout_s:g} s timeout")
@@ -317,11 +288,11 @@ class SSHDevice(PythonRunnerDevice):
                 while transport.is_active() and time.monotonic() < settle:
                     time.sleep(0.05)
                 if not transport.is_active():
-                    raise _ConnectionLost(f"connection lost while {name} ran "
+                    raise ConnectionLost(f"connection lost while {name} ran "
                                           f"(after {time.monotonic() - started:.1f} s)")
                 err += b"\n(the command ended without an exit status: killed by a signal)\n"
         except (OSError, EOFError) as exc:
-            raise _ConnectionLost(f"connection lost while {name} ran: {exc}") from exc
+            raise ConnectionLost(f"connection lost while {name} ran: {exc}") from exc
         finally:
             channel.close()
         stderr = err.decode(errors="replace")
@@ -341,7 +312,7 @@ class SSHDevice(PythonRunnerDevice):
             channel.exec_command(shlex.join(["kill", "-KILL", "--", f"-{first[len(PID_MARK):]}"]))
             channel.recv_exit_status()
             channel.close()
-        except (OSError, EOFError, _ConnectionLost, DeviceUnreachable, _paramiko().SSHException) as exc:
+        except (OSError, EOFError, ConnectionLost, DeviceUnreachable, _paramiko().SSHException) as exc:
             self.log(f"{self.name}: could not kill the timed-out command: {exc}")
 
     # -- the runtime ----------------------------------------------------------------------------

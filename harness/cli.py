@@ -162,6 +162,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+PARSERS = ("benchmark_model",)
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.parsers import benchmark_model
+
+    try:
+        text = Path(args.file).read_text(errors="replace") if args.file != "-" else sys.stdin.read()
+    except OSError as exc:
+        raise ConfigError(args.file, None, f"cannot read: {exc.strerror or exc}") from None
+    print(json.dumps(benchmark_model.parse(text), indent=1))
+    return 0
+
+
 def _print_table(rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -218,6 +234,15 @@ def parser() -> argparse.ArgumentParser:
                        description="Report the runtimes, converters and device tools this host has, "
                                    "and how to install what is missing.")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("parse", help="turn a log of a tool made elsewhere into JSON",
+                       description="Parse the console output of a tool the harness drives into JSON (times "
+                                   "in microseconds unless the key names another unit; a value the output "
+                                   "does not have is null). benchmark_model: TFLite/LiteRT's benchmark tool, "
+                                   "any version, with or without Android log prefixes.")
+    p.add_argument("tool", choices=PARSERS, help="which tool wrote the output")
+    p.add_argument("file", help="the saved output ('-' for standard input)")
+    p.set_defaults(func=cmd_parse)
     return top
 
 

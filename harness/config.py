@@ -56,6 +56,7 @@ class Target:
     device: str
     delegates: tuple[str, ...] | None = None  # default: what the inventory says the device offers
     threads: tuple[int, ...] | None = None  # default: the plan's `threads`
+    nnapi_accelerator_name: str | None = None  # the NNAPI device for `nnapi` cells, e.g. google-edgetpu
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ def load_inventory(path: Path | str | None) -> Inventory:
         if config.name in names:
             raise ConfigError(source, f"{where}.name", f"duplicate device name {config.name!r}")
         _check_numbers(config, source, where)
+        if hasattr(config, "check"):  # what only the transport knows (an address, a file, a mask)
+            config.check(source, where)
         for delegate in config.delegates:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"{where}.delegates",
@@ -272,7 +275,8 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     targets = _targets(raw.get("targets"), inventory, source)
     threads = _thread_counts(_coerce(raw.get("threads", [1]), tuple[int, ...], source, "threads"), source, "threads")
     protocol = build(MeasurementProtocol, raw.get("protocol") or {}, source, "protocol")
-    _positive(protocol, source, "protocol", ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs"),
+    _positive(protocol, source, "protocol",
+              ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "repetitions"),
               allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
     timeouts = build(Timeouts, raw.get("timeouts") or {}, source, "timeouts")
     _positive(timeouts, source, "timeouts", ("run_timeout_s", "convert_timeout_s"))

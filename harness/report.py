@@ -3,7 +3,11 @@
 - markdown / csv: the seeds' table, a row per model x variant; size raw and gzipped with the
   ratio to fp32; per target (device, delegate, threads) accuracy or fidelity, p50 and p90
   latency and the speed-up over fp32 on that same target;
-- json: one record per cell with every metric by its name (null where the cell has none)."""
+- markdown also compares delegates: per device, model and thread count with two or more
+  delegates, p50 latency and delegate coverage side by side, with the speed-up over `cpu`;
+- json: one record per cell with every metric by its name (null where the cell has none).
+
+Accuracy scored on the host (a phone without a Python runner) is marked † with a note."""
 
 from __future__ import annotations
 
@@ -70,7 +74,8 @@ def pivot(cells: list[dict[str, Any]]) -> list[ModelTable]:
         for name in ("model_bytes", "model_gzip_bytes", "sparsity"):
             if m.get(name) is not None:
                 setattr(row, name, m[name])
-        row.cells[target] = {"status": cell["status"], "reason": cell["reason"], **m}
+        row.cells[target] = {"status": cell["status"], "reason": cell["reason"],
+                             "accuracy_source": cell.get("accuracy_source"), **m}
     for table in tables.values():
         fp32 = next((r for r in table.rows if r.variant == "fp32"), None)
         for row in table.rows:
@@ -105,8 +110,19 @@ def _ms(us: float | None) -> str:
     return f"{us / 1000:.3f}" if us < 10_000 else f"{us / 1000:.1f}"
 
 
+HOST_MARK = "†"
+HOST_NOTE = (f"{HOST_MARK} accuracy scored on the host with TFLite's reference kernels (the device has no "
+             "Python runner); its latency is the device's")
+
+
 def quality(values: dict[str, Any], labeled: bool) -> str:
-    """Accuracy (labeled models) or fidelity against fp32: top-1 agreement and SQNR."""
+    """Accuracy (labeled models) or fidelity against fp32: top-1 agreement and SQNR; marked † when
+    the outputs were computed on the host rather than on the device."""
+    text = _quality(values, labeled)
+    return f"{text} {HOST_MARK}" if values.get("accuracy_source") == "host" and text != "—" else text
+
+
+def _quality(values: dict[str, Any], labeled: bool) -> str:
     if labeled:
         return _num(100 * values["top1_accuracy"], ".2f", " %") if "top1_accuracy" in values else "—"
     if "top1_agreement" not in values:
@@ -148,10 +164,53 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
                     line += [quality(values, table.labeled), _ms(values.get("latency_p50_us")),
                              _ms(values.get("latency_p90_us")), _num(values.get("speedup"), ".2f", "×")]
             out.append("| " + " | ".join(line) + " |")
-        if notes:
+        host = any(v.get("accuracy_source") == "host" for r in table.rows for v in r.cells.values())
+        if notes or host:
             out.append("")
             out += [f"[{n}] {reason} ({', '.join(variants)})" for n, (reason, variants) in enumerate(notes.items(), 1)]
+            out += [HOST_NOTE] if host else []
+    comparisons = delegate_comparison(tables)
+    if comparisons:
+        out += ["", "## Delegates compared", "",
+                "p50 latency in ms on each delegate, nodes delegated / total where a delegate applied, "
+                "and the speed-up over `cpu` (the built-in kernels) on the same device and threads."]
+    for (device, model, threads), (delegates, rows) in comparisons.items():
+        out += ["", f"### {model} on {device}, {threads} thread{'s' * (threads != 1)}", "",
+                "| variant | " + " | ".join(delegates) + " |", "|---|" + "---:|" * len(delegates)]
+        for variant, values in rows.items():
+            out.append(f"| {variant} | " + " | ".join(_delegate_cell(values.get(d), values.get("cpu"))
+                                                     for d in delegates) + " |")
     return "\n".join(out).strip("\n") + "\n"
+
+
+def delegate_comparison(tables: list[ModelTable]) -> dict[tuple[str, str, int], tuple[list[str], dict]]:
+    """(device, model, threads) -> (delegates in plan order, {variant: {delegate: cell values}}) for
+    every group measured on two delegates or more."""
+    groups: dict[tuple[str, str, int], tuple[list[str], dict]] = {}
+    for table in tables:
+        for target in table.targets:
+            key = (target.device, table.model, target.threads)
+            delegates, rows = groups.setdefault(key, ([], {}))
+            if target.delegate not in delegates:
+                delegates.append(target.delegate)
+            for row in table.rows:
+                if target in row.cells:
+                    rows.setdefault(row.variant, {})[target.delegate] = row.cells[target]
+    return {k: v for k, v in groups.items() if len(v[0]) > 1}
+
+
+def _delegate_cell(values: dict[str, Any] | None, cpu: dict[str, Any] | None) -> str:
+    if values is None:
+        return ""
+    if values["status"] != "ok":
+        return values["status"]
+    text = f"{_ms(values.get('latency_p50_us'))}"
+    if values.get("nodes_total"):
+        text += f" · {values['nodes_delegated']:.0f}/{values['nodes_total']:.0f} nodes"
+    if cpu is not None and cpu is not values and cpu.get("status") == "ok":
+        speedup = _ratio(cpu.get("latency_p50_us"), values.get("latency_p50_us"))
+        text += f" · {_num(speedup, '.2f', '×')}"
+    return text
 
 
 def csv_text(tables: list[ModelTable]) -> str:
@@ -191,6 +250,7 @@ def json_records(cells: list[dict[str, Any]], run: dict[str, Any]) -> str:
                   "device": cell["device_name"], "device_fingerprint": cell["device_fingerprint"],
                   "delegate": cell["delegate"], "threads": cell["threads"], "status": cell["status"],
                   "reason": cell["reason"], "runtime": cell["runtime_name"],
+                  "accuracy_source": cell.get("accuracy_source"),
                   "runtime_version": cell["runtime_version"], "artifact_sha256": cell["artifact_sha256"]}
         for name in UNITS:
             value = cell["metrics"].get(name)

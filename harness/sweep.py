@@ -39,9 +39,11 @@ class Cell:
     device: str
     delegate: str
     threads: int
+    accelerator: str | None = None  # the NNAPI accelerator a `nnapi` cell asks for, if the plan names one
 
     def label(self) -> str:
-        return f"{self.model} {self.variant} on {self.device} {self.delegate} {self.threads}t"
+        delegate = f"{self.delegate}({self.accelerator})" if self.accelerator else self.delegate
+        return f"{self.model} {self.variant} on {self.device} {delegate} {self.threads}t"
 
 
 def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> list[Cell]:
@@ -53,8 +55,10 @@ def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> l
         delegates = target.delegates or inventory.get(target.device).delegates
         for entry in plan.models:
             for delegate in delegates:
+                accelerator = target.nnapi_accelerator_name if delegate == "nnapi" else None
                 for threads in target.threads or plan.threads:
-                    cells += [Cell(entry.name, v, target.device, delegate, threads) for v in entry.variants]
+                    cells += [Cell(entry.name, v, target.device, delegate, threads, accelerator)
+                              for v in entry.variants]
     return cells
 
 
@@ -179,8 +183,10 @@ def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuil
     else:
         if device.cooldown is not None:
             _cool(device, record)
+        options = {"nnapi_accelerator_name": cell.accelerator} if cell.accelerator else {}
         job = Job(model=artifact.path, delegate=cell.delegate, num_threads=cell.threads, protocol=plan.protocol,
-                  timeout_s=device.run_timeout_s or plan.timeouts.run_timeout_s, inputs=build.eval_path)
+                  timeout_s=device.run_timeout_s or plan.timeouts.run_timeout_s, inputs=build.eval_path,
+                  delegate_options=options)
         try:
             report = device.measure(job)
         except DeviceError as exc:
@@ -188,6 +194,8 @@ def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuil
             fault = record.reason
         else:
             _record_report(record, report, build)
+            if options:
+                record.details = {**(record.details or {}), "delegate_options": options}
     record.finished_at = now()
     return record, fault
 
@@ -216,7 +224,9 @@ def _record_report(record: CellRecord, report: dict[str, Any], build: ModelBuild
         setattr(record, f"freq_{when}_khz", sum(freqs) / len(freqs) if freqs else None)
     record.warnings += report.get("warnings") or []
     record.details = {k: report.get(k) for k in ("coverage", "inputs", "outputs", "warmup", "timed_seconds",
-                                                 "python", "numpy", "model", "telemetry", "error")}
+                                                 "python", "numpy", "model", "telemetry", "error", "argv")}
+    if report.get("benchmark_model") is not None:  # each repetition's parsed benchmark_model output
+        record.details["benchmark_model"] = report["benchmark_model"]
     if report.get("error"):
         error = report["error"]
         record.reason = f"{error['stage']} failed: {error['message']}"
@@ -232,7 +242,7 @@ def _record_report(record: CellRecord, report: dict[str, Any], build: ModelBuild
         return
     try:
         record.metrics.update(score(accuracy, build.labels, build.reference))
-        record.accuracy_source = "device"
+        record.accuracy_source = report.get("accuracy_source", "device")
     except ValueError as exc:
         record.warnings.append(f"accuracy not scored: {exc}")
 

@@ -99,6 +99,32 @@ def ssh_config(host, name: str = "board", **extra):
     return build(SSHConfig, entry, "<test>", name)
 
 
+def assert_timeout_kills_the_process_group(device, tmp_path: Path) -> None:
+    """A command past its timeout raises DeviceTimeout, and it and the process it started are
+    gone; the device is usable afterwards. Shared by every transport's tests."""
+    import time
+
+    from harness.errors import DeviceTimeout
+
+    marker = tmp_path / "child.pid"
+    script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(60)']); open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    started = time.monotonic()
+    with pytest.raises(DeviceTimeout, match="ran past its 2 s timeout"):
+        device.run([sys.executable, "-c", script], 2)
+    assert time.monotonic() - started < 20
+    child = int(marker.read_text())
+    for _ in range(50):  # the grandchild is gone too (killed with the session's process group)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"process {child} outlived the timeout")
+    assert device.run(["true"], 10).exit_code == 0  # the device is usable after a timeout
+
+
 def inventory_yaml(entries: list[dict]) -> str:
     import yaml
 

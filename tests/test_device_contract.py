@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ssh_config
+from conftest import assert_timeout_kills_the_process_group, ssh_config
 from devices.base import IDENTITY_KEYS
-from harness.errors import DeviceTimeout, DeviceUnreachable
+from harness.errors import DeviceUnreachable
 
 
 @pytest.fixture(params=["local", "ssh"])
@@ -77,23 +77,7 @@ def test_arguments_reach_the_program_unchanged(device, tmp_path):
 
 
 def test_run_timeout_kills_the_process_group(device, tmp_path):
-    marker = tmp_path / "child.pid"
-    script = (f"import os, subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-              f" open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)")
-    started = time.monotonic()
-    with pytest.raises(DeviceTimeout, match="timeout"):
-        device.run([sys.executable, "-c", script], 2)
-    assert time.monotonic() - started < 20
-    child = int(marker.read_text())
-    for _ in range(50):  # the grandchild is gone too (killed with the session's process group)
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"process {child} outlived the timeout")
-    assert device.run(["true"], 10).exit_code == 0  # the device is usable after a timeout
+    assert_timeout_kills_the_process_group(device, tmp_path)
 
 
 def test_fingerprint_health_and_telemetry(device):
