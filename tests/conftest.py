@@ -99,29 +99,42 @@ def ssh_config(host, name: str = "board", **extra):
     return build(SSHConfig, entry, "<test>", name)
 
 
+def processes_with(marker: str) -> list[str]:
+    """Command lines of the live processes (of any PID namespace) that contain `marker`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if marker in cmdline:
+            found.append(cmdline)
+    return found
+
+
 def assert_timeout_kills_the_process_group(device, tmp_path: Path) -> None:
     """A command past its timeout raises DeviceTimeout, and it and the process it started are
-    gone; the device is usable afterwards. Shared by every transport's tests."""
+    gone; the device is usable afterwards. Shared by every transport's tests. Processes are found
+    by a marker in their command line, not by pid: an SSH test host runs in its own PID namespace."""
     import time
 
     from harness.errors import DeviceTimeout
 
-    marker = tmp_path / "child.pid"
-    script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
-              f"time.sleep(60)']); open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    marker = f"harness-timeout-{os.urandom(4).hex()}"
+    started_file = tmp_path / "child.started"
+    script = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', "
+              f"{marker!r}]); open({str(started_file)!r}, 'w').write('1'); time.sleep(60)")
     started = time.monotonic()
     with pytest.raises(DeviceTimeout, match="ran past its 2 s timeout"):
-        device.run([sys.executable, "-c", script], 2)
+        device.run([sys.executable, "-c", script, marker], 2)
     assert time.monotonic() - started < 20
-    child = int(marker.read_text())
+    assert started_file.exists(), "the command never started its child"
     for _ in range(50):  # the grandchild is gone too (killed with the session's process group)
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
+        if not processes_with(marker):
             break
         time.sleep(0.1)
     else:
-        pytest.fail(f"process {child} outlived the timeout")
+        pytest.fail(f"outlived the timeout: {processes_with(marker)}")
     assert device.run(["true"], 10).exit_code == 0  # the device is usable after a timeout
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import processes_with
 from tests.peers.sshd import netns_supported, sshd_binary, start_sshd
 
 paramiko = pytest.importorskip("paramiko")
@@ -39,19 +40,6 @@ def run(client, command: str) -> tuple[int, str]:
     _, stdout, _ = client.exec_command(command, timeout=10)
     out = stdout.read().decode()
     return stdout.channel.recv_exit_status(), out
-
-
-def processes_with(marker: str) -> list[str]:
-    """Command lines of the live processes that contain marker."""
-    found = []
-    for entry in os.scandir("/proc"):
-        try:
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:       # not a process, or gone meanwhile
-            continue
-        if marker in cmdline:
-            found.append(cmdline)
-    return found
 
 
 @pytest.fixture

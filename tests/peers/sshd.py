@@ -258,7 +258,12 @@ def start_sshd(workdir: Path, *, name: str = "sshd", netns: bool = False, chroot
               "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
               "PubkeyAuthentication yes", f"AuthorizedKeysFile {workdir / 'authorized_keys'}", "StrictModes no",
               "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "MaxSessions 50",
-              "MaxStartups 50", "LogLevel VERBOSE"]
+              "MaxStartups 50", "LogLevel VERBOSE",
+              # bash sources ~/.bashrc for a command sent over SSH only when it is a top-level shell
+              # (shell.c: run_by_ssh && shell_level < 2). This host's root ~/.bashrc runs `pyenv
+              # init`, whose rehash lock, left behind when a test kills a session mid-rc, stalls
+              # every later login for a minute: the test servers keep the machine's dotfiles out.
+              "SetEnv SHLVL=1"]
     chroot = Path(chroot).resolve() if chroot is not None else None
     if chroot is not None:
         config.append(f"ChrootDirectory {chroot}")
