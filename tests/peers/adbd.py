@@ -437,6 +437,8 @@ class _Connection:
         packet = HEADER.pack(command, arg0, arg1, len(data), check, command ^ 0xFFFFFFFF) + data
         try:
             with self.send_lock:
+                if self.dropping:  # a dropped link carries nothing more, not even the CLSE of a killed shell
+                    raise OSError("the connection was dropped")
                 self.sock.sendall(packet)
         except OSError as exc:
             raise _ConnectionDropped(str(exc)) from None
@@ -600,7 +602,8 @@ class _Connection:
         """Close the TCP connection abruptly (RST, no CLSE) and kill what was started on it."""
         if self.gone.is_set() or self.dropping:
             return
-        self.dropping = True
+        with self.send_lock:  # no packet is half-sent when the link goes
+            self.dropping = True
         self.log.info("%s: dropping the connection", self.name)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
