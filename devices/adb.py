@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from devices.base import (ConnectionLost, Cooldown, ExecResult, Health, Job, PythonRunnerDevice, Reconnecting,
-                          fingerprint_id, score_on_host, sha256_file)
+                          fingerprint_id, score_on_host)
 from harness.errors import ConfigError, DeviceError, DeviceTimeout, DeviceUnreachable, RuntimeMissing
 
 DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi")
@@ -84,8 +84,8 @@ class ADBConfig:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"{where}.delegates", f"{delegate!r} is not a benchmark_model delegate "
                                   f"on Android (known: {', '.join(DELEGATES)})")
-        if self.cpu_mask is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", self.cpu_mask) \
-                or self.cpu_mask is not None and int(self.cpu_mask, 16) == 0:
+        if self.cpu_mask is not None and (not re.fullmatch(r"(0x)?[0-9a-fA-F]+", self.cpu_mask)
+                                          or int(self.cpu_mask, 16) == 0):
             raise ConfigError(source, f"{where}.cpu_mask", f"expected a non-zero hex CPU mask such as f0, "
                               f"got {self.cpu_mask!r}")
         if self.benchmark_model and not self.benchmark_model.startswith(ON_DEVICE):
@@ -344,8 +344,11 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
         adb_device, exceptions = _adb_shell()
         from adb_shell.auth.sign_cryptography import CryptographySigner
 
-        key = ensure_adbkey(Path(self.config.adbkey))
-        signer = CryptographySigner(str(key))
+        try:
+            key = ensure_adbkey(Path(self.config.adbkey))
+            signer = CryptographySigner(str(key))
+        except (OSError, ValueError) as exc:  # unwritable directory, unreadable or malformed key
+            raise DeviceUnreachable(f"{self.name}: adbkey {self.config.adbkey}: {exc}") from None
         if self.config.serial is not None:
             try:
                 device = adb_device.AdbDeviceUsb(serial=self.config.serial,
@@ -465,7 +468,8 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
         mark = f"{EXIT_MARK}{nonce}:"
         # The shell records its pid (the session, hence the group, to kill on timeout), runs the
         # command with stderr merged, then prints the exit status after a marker of this run only.
-        command = (f"mkdir -p {shlex.quote(self.config.workdir)} && echo $$ > {shlex.quote(pidfile)}; "
+        mkdir = "" if self._workdir_made else f"mkdir -p {shlex.quote(self.config.workdir)} && "
+        command = (f"{mkdir}echo $$ > {shlex.quote(pidfile)}; "
                    f"{shlex.join(argv)} 2>&1; harness_rc=$?; echo; echo {mark}$harness_rc; rm -f {shlex.quote(pidfile)}")
         started = time.monotonic()
         name = Path(argv[-1] if argv[0] == "taskset" and len(argv) > 2 else argv[0]).name
@@ -484,6 +488,7 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
         if not found or not tail.strip().lstrip("-").isdigit():
             raise ConnectionLost(f"{name} ended without its exit status (the connection closed after "
                                   f"{time.monotonic() - started:.1f} s)")
+        self._workdir_made = True  # the command's pid file went there
         stdout = head[:-1] if head.endswith("\n") else head  # the `echo` before the marker
         stdout = stdout.replace("\r\n", "\n")
         return ExecResult(argv, int(tail.strip()), stdout, "", time.monotonic() - started)
@@ -518,7 +523,7 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
             self._binary = (path, digest)
         else:
             local = Path(configured).expanduser()
-            self._binary = (self.push(local, executable=True), sha256_file(local))
+            self._binary = (self.push(local, executable=True), self._sha256(local))
         return self._binary
 
     def measure(self, job: Job) -> dict[str, Any]:

@@ -125,6 +125,18 @@ def test_missing_key_is_generated_and_accepted_once(peer, phone, tmp_path):
     assert len(peer.accepted_keys) == 1
 
 
+def test_a_malformed_key_is_named_and_not_retried(phone, tmp_path):
+    key = tmp_path / "bad" / "adbkey"
+    key.parent.mkdir()
+    key.write_text("not a PEM key")
+    Path(f"{key}.pub").write_text("AAAA unknown@host")
+    device = phone(adbkey=str(key), retries=3, retry_backoff_s=5.0)
+    started = time.monotonic()
+    with pytest.raises(DeviceUnreachable, match=f"adbkey {key}: "):
+        device.run(["true"], 10)
+    assert time.monotonic() - started < 5
+
+
 def test_refused_key_tells_the_user_to_accept_the_prompt(peer, phone):
     peer.accept_new_keys = False
     device = phone(auth_timeout_s=1.0, retries=3, retry_backoff_s=5.0)
