@@ -27,6 +27,7 @@ import re
 import shlex
 import socket
 import statistics
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -166,18 +167,36 @@ def _tcp_transport_class():
     return KeepAliveTcpTransport
 
 
+_KEY_LOCK = threading.Lock()  # the devices of a sweep connect in parallel and share one adbkey
+
+
 def ensure_adbkey(path: Path) -> Path:
     """The private key at `path`, with its `.pub`; both generated (RSA 2048, as `adb` does) when
-    the key is missing, the public half rebuilt when only it is missing."""
+    the key is missing, the public half rebuilt when only it is missing. Never half-written: a
+    new key is made under a temporary name and linked into place only if no other process made
+    one meanwhile (its key wins); the public half is written aside and renamed."""
     from adb_shell.auth.keygen import keygen, write_public_keyfile
 
     path = path.expanduser()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keygen(str(path))
-        os.chmod(path, 0o600)
-    elif not Path(f"{path}.pub").exists():
-        write_public_keyfile(str(path), f"{path}.pub")
+    public = Path(f"{path}.pub")
+    with _KEY_LOCK:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+            keygen(str(fresh))
+            os.chmod(fresh, 0o600)
+            try:
+                os.link(fresh, path)
+                os.replace(f"{fresh}.pub", public)
+            except FileExistsError:
+                pass
+            finally:
+                for leftover in (fresh, Path(f"{fresh}.pub")):
+                    leftover.unlink(missing_ok=True)
+        if not public.exists():
+            aside = public.with_name(f".{public.name}.{os.getpid()}.new")
+            write_public_keyfile(str(path), str(aside))
+            os.replace(aside, public)
     return path
 
 

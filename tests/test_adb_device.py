@@ -125,6 +125,24 @@ def test_missing_key_is_generated_and_accepted_once(peer, phone, tmp_path):
     assert len(peer.accepted_keys) == 1
 
 
+def test_devices_sharing_a_missing_key_make_one_whole_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adb_shell.auth.sign_cryptography import CryptographySigner
+
+    from devices.adb import ensure_adbkey
+
+    key = tmp_path / "shared" / "adbkey"
+    with ThreadPoolExecutor(4) as pool:  # as the devices of one sweep connect at once
+        seen = set(pool.map(lambda _: CryptographySigner(str(ensure_adbkey(key))).GetPublicKey(), range(4)))
+    public = Path(f"{key}.pub").read_bytes()
+    assert seen == {public}  # one key for all, private and public halves matching
+    assert sorted(p.name for p in key.parent.iterdir()) == ["adbkey", "adbkey.pub"]
+    Path(f"{key}.pub").unlink()  # only the public half missing: rebuilt from the private key, the same
+    ensure_adbkey(key)
+    assert Path(f"{key}.pub").read_bytes() == public
+
+
 def test_a_malformed_key_is_named_and_not_retried(phone, tmp_path):
     key = tmp_path / "bad" / "adbkey"
     key.parent.mkdir()
