@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
+from devices import coral
 from harness.errors import DeviceError, DeviceUnreachable, RuntimeMissing
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class Health:
     temperature_c: float | None = None
     detail: str = ""
     fingerprint: Mapping[str, Any] | None = None  # when the device could be fingerprinted
+    edgetpu: Mapping[str, Any] | None = None  # a Coral host's runtime and attached TPUs (the runner's probe)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def sha256_file(path: Path) -> str:
 def fingerprint_id(fingerprint: Mapping[str, Any]) -> str:
     """A short stable id of the identity part of a fingerprint: same board, same id."""
     identity = {k: fingerprint.get(k) for k in IDENTITY_KEYS}
+    if fingerprint.get("accelerator"):  # a host with an Edge TPU is another target than the host alone
+        identity["accelerator"] = fingerprint["accelerator"]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -149,6 +153,7 @@ class Reconnecting:
         self.config = config
         self.name = config.name
         self.delegates = tuple(config.delegates)
+        self.accelerator = getattr(config, "accelerator", None)
         self.cooldown = config.cooldown
         self.run_timeout_s = config.run_timeout_s
         self.probe_timeout_s = max(60.0, config.connect_timeout_s)
@@ -206,6 +211,7 @@ class PythonRunnerDevice:
 
     name: str
     python: str
+    accelerator: str | None = None  # edgetpu: a Coral Edge TPU on this host
     cooldown: Cooldown | None = None
     run_timeout_s: float | None = None
     probe_timeout_s: float = 60.0
@@ -249,12 +255,15 @@ class PythonRunnerDevice:
             argv += ["--inputs", self.push(job.inputs)]
         result, report = self._runner(argv, job.timeout_s)
         if result.exit_code == RUNNER_EXIT_NO_RUNTIME:
-            raise RuntimeMissing(f"{self.name}: {report['error']['message']}",
-                                 self.install_hint() or report.get("install_hint"))
+            error = report["error"]
+            hint = (coral.INSTALL_HINT if error.get("kind") == "edgetpu_runtime_missing"
+                    else self.install_hint() or report.get("install_hint"))
+            raise RuntimeMissing(f"{self.name}: {error['message']}", hint)
         return report
 
     def probe(self) -> dict[str, Any]:
-        return self._runner(["--probe"], self.probe_timeout_s)[1]
+        return self._runner(["--probe", *(["--edgetpu"] if self.accelerator == "edgetpu" else [])],
+                            self.probe_timeout_s)[1]
 
     def telemetry(self) -> dict[str, Any]:
         """Temperatures and CPU frequencies now (the runner's `--telemetry`, no runtime imported)."""
@@ -269,6 +278,12 @@ class PythonRunnerDevice:
         runtime = report.get("runtime") or {}
         info["runtime"] = runtime.get("name")
         info["runtime_version"] = runtime.get("version")
+        edgetpu = report.get("edgetpu")
+        if edgetpu is not None:  # the runtime and the TPUs' paths are provenance, not identity
+            info["accelerator"] = "edgetpu"
+            info["edgetpu_runtime"] = edgetpu.get("runtime_version") or (
+                f"pycoral {edgetpu['pycoral']}" if edgetpu.get("pycoral") else None)
+            info["edgetpu_tpus"] = ", ".join(f"{t['type']}:{t.get('path')}" for t in edgetpu.get("tpus") or [])
         info["fingerprint_id"] = fingerprint_id(info)
         return info
 
@@ -282,6 +297,10 @@ class PythonRunnerDevice:
         runtime = report.get("runtime") or {}
         hint = self.install_hint() or report.get("install_hint")
         detail = "" if runtime else f"{report.get('runtime_error')}; install: {hint}"
+        edgetpu = report.get("edgetpu")
+        if edgetpu is not None:
+            _, problem = coral.describe(edgetpu)
+            detail = "; ".join(filter(None, [detail, problem and f"Edge TPU: {problem}"]))
         return Health(reachable=True, runtime=runtime.get("name"), runtime_version=runtime.get("version"),
                       temperature_c=report["telemetry"]["before"]["temp_c"], detail=detail,
-                      fingerprint=self._fingerprint(report))
+                      fingerprint=self._fingerprint(report), edgetpu=edgetpu)

@@ -34,6 +34,8 @@ class LocalConfig:
     workdir: str | None = None  # default: ~/.cache/harness/devices/<name>
     cooldown: Cooldown | None = None
     run_timeout_s: float | None = None  # default: the plan's timeouts.run_timeout_s
+    accelerator: str | None = None  # edgetpu: a Coral Edge TPU on this host (devices/coral.py)
+    edgetpu_device: str | None = None  # usb, usb:N, pci, pci:N; default: the first one found
     description: str | None = None
 
 
@@ -53,6 +55,7 @@ class LocalDevice(PythonRunnerDevice):
         self.workdir = Path(config.workdir or f"~/.cache/harness/devices/{_slug(config.name)}").expanduser()
         self.cooldown = config.cooldown
         self.run_timeout_s = config.run_timeout_s
+        self.accelerator = config.accelerator
         self._present: set[str] = set()
 
     def push(self, local: Path) -> str:

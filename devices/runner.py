@@ -9,7 +9,12 @@ reports was taken on the device.
 The measurement protocol is benchmark_model's: a first inference, then warm-up runs (at least
 --warmup_runs and at least --warmup_min_secs), then timed runs (at least --num_runs and at least
 --min_secs, never starting a run after --max_secs). Each timed run is one invoke() between two
-monotonic clock reads, and every sample is reported.
+monotonic clock reads, and every sample is reported. The first inference is reported apart: on an
+Edge TPU it includes loading the model into the TPU's memory, as Coral's own examples note.
+
+The edgetpu delegate goes through pycoral's make_interpreter where pycoral is installed, else
+loads libedgetpu as a delegate; without either the runner exits 3 with the Edge TPU runtime's
+install hint.
 
 Exit codes: 0 measured; 1 the model failed (load, allocate, invoke); 2 bad arguments;
 3 no runtime; 4 the delegate is not available here. Except for 2, stdout holds the JSON object
@@ -32,6 +37,10 @@ DELEGATES = ("cpu", "xnnpack", "reference", "gpu", "nnapi", "edgetpu")
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 INSTALL_HINT = "python3 -m pip install numpy ai-edge-litert  (or, where LiteRT has no wheel: tflite-runtime)"
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+EDGETPU_INSTALL_HINT = ("the Edge TPU runtime: sudo apt-get install libedgetpu1-std from Coral's apt repository "
+                        "(https://coral.ai/docs/accelerator/get-started/)")
+# USB ids of a Coral USB Accelerator: before its firmware is loaded, and after (coral.ai/docs/accelerator)
+EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 GPU_LIBRARY = {"Linux": "libtensorflowlite_gpu_delegate.so"}
 
 
@@ -62,6 +71,8 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seed of the random timing inputs")
     p.add_argument("--probe", action="store_true",
                    help="print the device's fingerprint, telemetry and runtime instead of measuring")
+    p.add_argument("--edgetpu", action="store_true",
+                   help="with --probe: also report the Edge TPU runtime and the Edge TPUs attached")
     p.add_argument("--telemetry", action="store_true",
                    help="print only temperatures and CPU frequencies (imports no runtime)")
     args = p.parse_args(argv)
@@ -209,8 +220,10 @@ def make_interpreter(rt, args):
                                 EXIT_NO_DELEGATE)
         kwargs["experimental_op_resolver_type"] = (resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
                                                    if args.delegate == "cpu" else resolver.BUILTIN_REF)
-    elif args.delegate in ("gpu", "edgetpu", "nnapi"):
-        library = (EDGETPU_LIBRARY if args.delegate == "edgetpu" else GPU_LIBRARY).get(platform.system())
+    elif args.delegate == "edgetpu":
+        return edgetpu_interpreter(mod, args)
+    elif args.delegate in ("gpu", "nnapi"):
+        library = GPU_LIBRARY.get(platform.system())
         if args.delegate == "nnapi" or library is None:
             raise RunnerFailure("load", "delegate_unavailable", "the %s delegate is not available on %s"
                                 % (args.delegate, platform.system()), EXIT_NO_DELEGATE)
@@ -224,11 +237,133 @@ def make_interpreter(rt, args):
         interpreter = mod.Interpreter(**kwargs)
     except (ValueError, RuntimeError) as exc:
         raise RunnerFailure("load", "model_error", str(exc), EXIT_MODEL)
+    return allocate(interpreter)
+
+
+def allocate(interpreter):
     try:
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise RunnerFailure("allocate", "model_error", str(exc), EXIT_MODEL)
     return interpreter
+
+
+def _pycoral_edgetpu():
+    """Coral's pycoral.utils.edgetpu, or None (PyPI's unrelated `pycoral` has no such module)."""
+    try:
+        from pycoral.utils import edgetpu
+    except ImportError:
+        return None
+    return edgetpu
+
+
+def _load_library(library):
+    """(ctypes handle, None) or (None, why it does not load)."""
+    import ctypes
+    try:
+        return ctypes.CDLL(library), None
+    except OSError as exc:
+        return None, str(exc)
+
+
+def edgetpu_interpreter(mod, args):
+    """The model on an Edge TPU: pycoral's make_interpreter where pycoral is installed (it pairs
+    libedgetpu with its own tflite_runtime), else libedgetpu loaded as a delegate of this runtime,
+    with the device string (usb, usb:N, pci, pci:N) as its `device` option."""
+    options = dict(o.split("=", 1) for o in args.delegate_option)
+    edgetpu = _pycoral_edgetpu()
+    if edgetpu is not None:
+        try:
+            interpreter = edgetpu.make_interpreter(args.graph, device=options.get("device"))
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise RunnerFailure("load", "delegate_unavailable",
+                                "pycoral cannot open the Edge TPU %s: %s" % (options.get("device") or "", exc),
+                                EXIT_NO_DELEGATE)
+        return allocate(interpreter)
+    library = EDGETPU_LIBRARY.get(platform.system())
+    if library is None:
+        raise RunnerFailure("load", "delegate_unavailable", "no Edge TPU runtime exists for %s"
+                            % platform.system(), EXIT_NO_DELEGATE)
+    handle, why = _load_library(library)
+    if handle is None:
+        raise RunnerFailure("load", "edgetpu_runtime_missing",
+                            "no Edge TPU runtime: %s does not load (%s) and pycoral is not installed"
+                            % (library, why), EXIT_NO_RUNTIME)
+    try:
+        delegate = mod.load_delegate(library, options)
+    except (ValueError, OSError, RuntimeError) as exc:
+        found = list_edge_tpus(handle)
+        raise RunnerFailure("load", "delegate_unavailable", "%s loads but the Edge TPU %s cannot be opened (%s); "
+                            "Edge TPUs found: %s" % (library, options.get("device") or "(first)", exc,
+                                                     ", ".join("%s:%s" % (t["type"], t["path"]) for t in found)
+                                                     or "none"), EXIT_NO_DELEGATE)
+    try:
+        interpreter = mod.Interpreter(model_path=args.graph, num_threads=args.num_threads,
+                                      experimental_delegates=[delegate])
+    except (ValueError, RuntimeError) as exc:
+        raise RunnerFailure("load", "model_error", str(exc), EXIT_MODEL)
+    return allocate(interpreter)
+
+
+def list_edge_tpus(handle=None):
+    """Attached Edge TPUs as pycoral lists them, [{"type": "usb"|"pci", "path": ...}]: from
+    libedgetpu's C API (edgetpu_list_devices) when the library loads, else from sysfs (a Coral
+    USB Accelerator's vendor:product ids) and /dev/apex_* (the PCIe driver's nodes)."""
+    if handle is not None:
+        try:
+            return _list_with_library(handle)
+        except (AttributeError, OSError):
+            pass
+    found = []
+    for dev in sorted(glob.glob("/sys/bus/usb/devices/*")):
+        if (_read(dev + "/idVendor"), _read(dev + "/idProduct")) in EDGETPU_USB_IDS:
+            found.append({"type": "usb", "path": dev})
+    found += [{"type": "pci", "path": p} for p in sorted(glob.glob("/dev/apex_*"))]
+    return found
+
+
+def _list_with_library(handle):
+    import ctypes
+
+    class EdgeTpuDevice(ctypes.Structure):  # edgetpu_c.h: struct edgetpu_device {type, path}
+        _fields_ = [("type", ctypes.c_int), ("path", ctypes.c_char_p)]
+
+    count = ctypes.c_size_t(0)
+    handle.edgetpu_list_devices.restype = ctypes.POINTER(EdgeTpuDevice)
+    devices = handle.edgetpu_list_devices(ctypes.byref(count))
+    found = [{"type": "pci" if devices[i].type == 0 else "usb", "path": devices[i].path.decode()}
+             for i in range(count.value)]
+    if devices:
+        handle.edgetpu_free_devices(devices)
+    return found
+
+
+def edgetpu_probe():
+    """What this host has for an Edge TPU: pycoral, the library, its version, the TPUs attached."""
+    library = EDGETPU_LIBRARY.get(platform.system())
+    info = {"library": library, "library_loads": False, "library_error": None, "pycoral": None,
+            "runtime_version": None, "tpus": []}
+    edgetpu = _pycoral_edgetpu()
+    if edgetpu is not None:
+        import pycoral
+        info["pycoral"] = getattr(pycoral, "__version__", None) or "installed"
+        try:
+            info["runtime_version"] = edgetpu.get_runtime_version()
+            info["tpus"] = list(edgetpu.list_edge_tpus())
+        except (RuntimeError, OSError, ValueError) as exc:
+            info["library_error"] = str(exc)
+        return info
+    handle, info["library_error"] = _load_library(library) if library else (None, "no library for this system")
+    if handle is not None:
+        info["library_loads"] = True
+        try:
+            import ctypes
+            handle.edgetpu_version.restype = ctypes.c_char_p
+            info["runtime_version"] = handle.edgetpu_version().decode()
+        except (AttributeError, OSError):
+            pass
+    info["tpus"] = list_edge_tpus(handle)
+    return info
 
 
 def coverage(interpreter):
@@ -359,6 +494,10 @@ def measure(args, report):
     t0 = time.perf_counter_ns()
     interpreter = make_interpreter(rt, args)
     report["init_us"] = (time.perf_counter_ns() - t0) / 1000.0
+    if args.delegate == "edgetpu":  # the first invoke also loads the model into the TPU's memory
+        options = dict(o.split("=", 1) for o in args.delegate_option)
+        report["edgetpu"] = {"api": "pycoral" if _pycoral_edgetpu() else "libedgetpu",
+                             "device": options.get("device")}
     report["rss_after_init_mb"] = rss_mb()
     report["coverage"] = cov = coverage(interpreter)
     if args.delegate == "xnnpack" and cov is not None and cov["partitions"] == 0:
@@ -412,6 +551,8 @@ def main(argv=None):
             report["runtime"] = None
             report["runtime_error"] = str(exc)
             report["install_hint"] = INSTALL_HINT
+        if args.edgetpu:
+            report["edgetpu"] = edgetpu_probe()
     else:
         report.update(delegate=args.delegate, num_threads=args.num_threads, accuracy=None, protocol={
             k: getattr(args, k) for k in ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs")})
@@ -421,6 +562,8 @@ def main(argv=None):
             report["error"] = {"stage": exc.stage, "kind": exc.kind, "message": str(exc)}
             if exc.kind == "runtime_missing":
                 report["install_hint"] = INSTALL_HINT
+            elif exc.kind == "edgetpu_runtime_missing":
+                report["install_hint"] = EDGETPU_INSTALL_HINT
             code = exc.exit_code
         except OSError as exc:
             report["error"] = {"stage": "load", "kind": "model_error", "message": str(exc)}

@@ -54,6 +54,8 @@ class SSHConfig:
     keepalive_s: float = 5.0
     retries: int = 2
     retry_backoff_s: float = 1.0
+    accelerator: str | None = None  # edgetpu: a Coral Edge TPU on this host (devices/coral.py)
+    edgetpu_device: str | None = None  # usb, usb:N, pci, pci:N; default: the first one found
     description: str | None = None
 
 

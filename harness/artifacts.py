@@ -62,13 +62,16 @@ class Artifact:
     sparsity: float | None = None
     cached: bool = False
     seconds: float | None = None
-    full_integer: bool = False
+    full_integer: bool = False  # every tensor an integer: what the Edge TPU compiler takes
+    precompiled: bool = False  # a given model already compiled for the Edge TPU
 
     @classmethod
-    def from_file(cls, model: str, variant: str, path: Path, full_integer: bool = False) -> "Artifact":
+    def from_file(cls, model: str, variant: str, path: Path, full_integer: bool = False,
+                  precompiled: bool = False) -> "Artifact":
         data = Path(path).read_bytes()
         return cls(model, variant, "ok", path=Path(path), sha256=hashlib.sha256(data).hexdigest(),
-                   bytes=len(data), gzip_bytes=gzip_size(data), cached=True, full_integer=full_integer)
+                   bytes=len(data), gzip_bytes=gzip_size(data), cached=True, full_integer=full_integer,
+                   precompiled=precompiled)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -21,6 +21,7 @@ import models
 from devices.base import sha256_file
 from harness.artifacts import Artifact, Cache, source_key, variant_key
 from harness.config import ModelEntry, Plan
+from harness.edgetpu import Compiled, inspect_tflite
 from harness.provenance import PROJECT_ROOT
 from harness.variants import GIVEN, VARIANTS
 
@@ -37,6 +38,7 @@ class ModelBuild:
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    compiled: dict[str, Compiled] = field(default_factory=dict)  # variant -> its Edge TPU compilation
 
 
 @dataclass
@@ -52,7 +54,8 @@ def build_models(plan: Plan, cache: Cache, log: Log) -> tuple[dict[str, ModelBui
     builds = {}
     for entry in plan.models:
         if entry.kind == "tflite":
-            artifact = Artifact.from_file(entry.name, GIVEN, entry.path)
+            full_integer, precompiled = inspect_tflite(entry.path)
+            artifact = Artifact.from_file(entry.name, GIVEN, entry.path, full_integer, precompiled)
             builds[entry.name] = ModelBuild(entry.name, False, {GIVEN: artifact},
                                             notes=["a given .tflite: no reference to score accuracy against"])
             continue

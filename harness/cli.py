@@ -107,8 +107,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     inventory = load_inventory(_inventory_path(args.inventory))
     if args.trust:
         return _trust(inventory, args.trust)
-    rows = [("device", "transport", "reachable", "runtime", "fingerprint", "board", "os", "cpu", "kernel",
-             "governor", "temp")]
+    from devices import coral
+
+    rows = [("device", "transport", "reachable", "runtime", "edge tpu", "fingerprint", "board", "os", "cpu",
+             "kernel", "governor", "temp")]
     notes = []
     for config in inventory.devices:
         device = devices.open_device(config, _log(False))
@@ -125,7 +127,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
         reachable = "yes" if health.reachable else f"NO{mark}"
         runtime = ("—" if not health.reachable else
                    f"{health.runtime} {health.runtime_version}" if health.runtime else f"MISSING{mark}")
-        rows.append((config.name, config.transport, reachable, runtime, fp.get("fingerprint_id", "—"),
+        edgetpu = "—"
+        if getattr(config, "accelerator", None) == "edgetpu" and health.reachable:
+            state, problem = coral.describe(health.edgetpu)
+            edgetpu = f"{state}{mark if problem else ''}"
+        rows.append((config.name, config.transport, reachable, runtime, edgetpu, fp.get("fingerprint_id", "—"),
                      fp.get("device_model") or "—", fp.get("os") or "—",
                      f"{fp.get('cpu_model', '—')} × {fp.get('cores', '—')}" if fp else "—",
                      f"{fp.get('machine', '')} {fp.get('kernel', '')}".strip() or "—", fp.get("governor") or "—",
@@ -162,19 +168,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS = ("benchmark_model",)
+PARSERS = ("benchmark_model", "edgetpu_compiler")
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
+    import importlib
     import json
 
-    from harness.parsers import benchmark_model
-
+    parse = importlib.import_module(f"harness.parsers.{args.tool}").parse
     try:
         text = Path(args.file).read_text(errors="replace") if args.file != "-" else sys.stdin.read()
     except OSError as exc:
         raise ConfigError(args.file, None, f"cannot read: {exc.strerror or exc}") from None
-    print(json.dumps(benchmark_model.parse(text), indent=1))
+    print(json.dumps(parse(text), indent=1))
     return 0
 
 
@@ -239,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Parse the console output of a tool the harness drives into JSON (times "
                                    "in microseconds unless the key names another unit; a value the output "
                                    "does not have is null). benchmark_model: TFLite/LiteRT's benchmark tool, "
-                                   "any version, with or without Android log prefixes.")
+                                   "any version, with or without Android log prefixes. edgetpu_compiler: "
+                                   "Coral's compiler, its console output (best with -s) or its *_edgetpu.log; "
+                                   "sizes in bytes.")
     p.add_argument("tool", choices=PARSERS, help="which tool wrote the output")
     p.add_argument("file", help="the saved output ('-' for standard input)")
     p.set_defaults(func=cmd_parse)

@@ -14,7 +14,9 @@ from typing import Any
 
 import devices
 import models
+from devices import coral
 from devices.base import MeasurementProtocol
+from harness.edgetpu import CompilerSettings
 from harness.errors import ConfigError
 from harness.variants import ALL as ALL_VARIANTS
 from harness.variants import GIVEN
@@ -77,6 +79,7 @@ class Plan:
     threads: tuple[int, ...] = (1,)  # for targets that do not list their own
     quarantine_after: int = 3  # consecutive device failures that end a device's part of the sweep
     description: str | None = None
+    edgetpu_compiler: CompilerSettings = CompilerSettings()  # for `edgetpu` cells (harness/edgetpu.py)
 
 
 # -- parsing helpers ---------------------------------------------------------------------------
@@ -173,6 +176,7 @@ def load_inventory(path: Path | str | None) -> Inventory:
         _check_numbers(config, source, where)
         if hasattr(config, "check"):  # what only the transport knows (an address, a file, a mask)
             config.check(source, where)
+        config = coral.check_accelerator(config, source, where)
         for delegate in config.delegates:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"{where}.delegates",
@@ -259,7 +263,8 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     raw = _load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(source, None, "expected a mapping with at least 'models'")
-    known = ("name", "description", "models", "targets", "threads", "protocol", "timeouts", "quarantine_after")
+    known = ("name", "description", "models", "targets", "threads", "protocol", "timeouts", "quarantine_after",
+             "edgetpu_compiler")
     for key in raw:
         if key not in known:
             raise ConfigError(source, key, f"unknown key (known: {', '.join(known)})")
@@ -283,13 +288,26 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     quarantine_after = _coerce(raw.get("quarantine_after", 3), int, source, "quarantine_after")
     if quarantine_after < 1:
         raise ConfigError(source, "quarantine_after", f"must be >= 1, got {quarantine_after}")
+    compiler = _compiler_settings(raw.get("edgetpu_compiler"), source)
     name = raw.get("name", Path(path).stem)
     if not isinstance(name, str):
         raise ConfigError(source, "name", f"expected a string, got {name!r}")
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return Plan(name=name, source=source, sha256=digest, models=entries, targets=targets,
                 protocol=protocol, timeouts=timeouts, threads=threads, quarantine_after=quarantine_after,
-                description=raw.get("description"))
+                description=raw.get("description"), edgetpu_compiler=compiler)
+
+
+def _compiler_settings(raw: Any, source: str) -> CompilerSettings:
+    """`edgetpu_compiler: PATH` or a mapping of CompilerSettings' keys."""
+    if raw is None:
+        return CompilerSettings()
+    if isinstance(raw, str):
+        raw = {"path": raw}
+    settings = build(CompilerSettings, raw, source, "edgetpu_compiler")
+    for key, problem in settings.problems():
+        raise ConfigError(source, f"edgetpu_compiler.{key}", problem)
+    return settings
 
 
 def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:

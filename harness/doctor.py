@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from devices import coral
+from harness.edgetpu import CompilerSettings, compiler_version, find_compiler
+
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
 
@@ -51,9 +54,29 @@ def _libedgetpu() -> Check:
     try:
         ctypes.CDLL(library)
     except OSError as exc:
-        return Check("libedgetpu", "missing", f"{library} does not load ({exc}); install the Edge TPU runtime: "
-                     "https://coral.ai/docs/accelerator/get-started/ (apt install libedgetpu1-std)")
+        return Check("libedgetpu", "missing", f"no Edge TPU runtime: {library} does not load ({exc}); "
+                     f"install {coral.INSTALL_HINT}")
     return Check("libedgetpu", "ok", f"{library} loads")
+
+
+def _edge_tpus() -> Check:
+    """The Edge TPUs attached to this host, found as the runner finds them on any device."""
+    from devices import runner
+
+    tpus = runner.edgetpu_probe()["tpus"]
+    if not tpus:
+        return Check("Edge TPUs", "missing", "none attached (looked for a USB Accelerator, USB ids 1a6e:089a "
+                     "and 18d1:9302, and PCIe /dev/apex_*)")
+    return Check("Edge TPUs", "ok", ", ".join(f"{t['type']}: {t['path']}" for t in tpus))
+
+
+def _compiler() -> Check:
+    path, problem = find_compiler(CompilerSettings())
+    if path is None:
+        return Check("edgetpu_compiler", "missing", problem)
+    version, problem = compiler_version(path)
+    return Check("edgetpu_compiler", "ok" if version else "missing",
+                 f"{path} {version} — compiles int8 models for the Edge TPU" if version else problem)
 
 
 def _pycoral() -> Check:
@@ -77,10 +100,10 @@ def checks() -> list[Check]:
         _dist("tf-keras", "pip install tf-keras", "Keras 2, which tfmot needs"),
         _dist("tensorflow-model-optimization", "pip install tensorflow-model-optimization", "pruning and QAT"),
         _tool("litert-benchmark", None, "ships with ai-edge-litert", "LiteRT's own benchmark (CompiledModel)"),
-        _tool("edgetpu_compiler", ["--version"], "Coral's compiler (x86-64 Debian): https://coral.ai/docs/edgetpu/compiler/",
-              "compiles int8 models for the Edge TPU"),
+        _compiler(),
         _libedgetpu(),
         _pycoral(),
+        _edge_tpus(),
         _dist("adb-shell", "pip install adb-shell", "the ADB transport to Android phones (speaks ADB itself)"),
         _tool("adb", ["version"], "install Android platform-tools (apt install adb)",
               "not needed by the harness; Google's client, to pair phones and run `adb tcpip 5555`"),

@@ -15,7 +15,8 @@ UNITS = {
     "top1_accuracy": "ratio", "top5_accuracy": "ratio", "top1_agreement": "ratio", "sqnr_db": "dB",
     "eval_examples": "count",
     "nodes_delegated": "count", "nodes_total": "count", "delegate_partitions": "count",
-    "edgetpu_ops": "count", "cpu_ops": "count", "cooldown_wait_s": "s",
+    "edgetpu_ops": "count", "cpu_ops": "count", "edgetpu_subgraphs": "count", "edgetpu_model_bytes": "bytes",
+    "edgetpu_on_chip_bytes": "bytes", "edgetpu_off_chip_bytes": "bytes", "cooldown_wait_s": "s",
 }
 
 

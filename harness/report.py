@@ -5,6 +5,8 @@
   latency and the speed-up over fp32 on that same target;
 - markdown also compares delegates: per device, model and thread count with two or more
   delegates, p50 latency and delegate coverage side by side, with the speed-up over `cpu`;
+  and for Coral hosts the seeds' EfficientNet layout: CPU fp32, CPU int8 and Edge TPU int8 side by
+  side with ops on the TPU / total, subgraphs and on-/off-chip memory;
 - json: one record per cell with every metric by its name (null where the cell has none).
 
 Accuracy scored on the host (a phone without a Python runner) is marked † with a note."""
@@ -169,6 +171,7 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
             out.append("")
             out += [f"[{n}] {reason} ({', '.join(variants)})" for n, (reason, variants) in enumerate(notes.items(), 1)]
             out += [HOST_NOTE] if host else []
+    out += edgetpu_markdown(tables)
     comparisons = delegate_comparison(tables)
     if comparisons:
         out += ["", "## Delegates compared", "",
@@ -181,6 +184,95 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
             out.append(f"| {variant} | " + " | ".join(_delegate_cell(values.get(d), values.get("cpu"))
                                                      for d in delegates) + " |")
     return "\n".join(out).strip("\n") + "\n"
+
+
+CPU_DELEGATES = ("xnnpack", "cpu")  # the CPU an Edge TPU is compared with: XNNPACK where measured
+
+
+@dataclass
+class EdgeTPURow:
+    """One full-integer variant of a model on a Coral host: fp32 and the variant on the host's CPU,
+    the variant compiled for the Edge TPU."""
+
+    variant: str
+    cpu_fp32: dict[str, Any] | None
+    cpu_int8: dict[str, Any] | None
+    edgetpu: dict[str, Any]
+    model_bytes: float | None
+    fp32_bytes: float | None
+
+
+def edgetpu_rows(table: ModelTable) -> dict[tuple[str, Target | None, Target], list[EdgeTPURow]]:
+    """(device, CPU target, Edge TPU target) -> rows, for each device of the table with `edgetpu`
+    cells; the most threads measured stand for the device. Variants the TPU cannot take (skipped as
+    not full-integer) are left out: the main table gives their reason."""
+    groups: dict[tuple[str, Target | None, Target], list[EdgeTPURow]] = {}
+    fp32 = next((r for r in table.rows if r.variant == "fp32"), None)
+    for device in dict.fromkeys(t.device for t in table.targets if t.delegate == "edgetpu"):
+        on_device = [t for t in table.targets if t.device == device]
+        tpu = max((t for t in on_device if t.delegate == "edgetpu"), key=lambda t: t.threads)
+        cpu = next((max((t for t in on_device if t.delegate == d), key=lambda t: t.threads)
+                    for d in CPU_DELEGATES if any(t.delegate == d for t in on_device)), None)
+        rows = []
+        for row in table.rows:
+            values = row.cells.get(tpu)
+            if values is None or (values["status"] == "skipped" and "edgetpu_ops" not in values):
+                continue
+            rows.append(EdgeTPURow(row.variant, fp32.cells.get(cpu) if fp32 and cpu else None,
+                                   row.cells.get(cpu) if cpu else None, values, row.model_bytes,
+                                   fp32.model_bytes if fp32 else None))
+        if rows:
+            groups[(device, cpu, tpu)] = rows
+    return groups
+
+
+def edgetpu_markdown(tables: list[ModelTable]) -> list[str]:
+    """The seeds' EfficientNet layout for Coral hosts: CPU fp32, CPU int8 and Edge TPU int8 side by
+    side, with what the compiler mapped (ops on the TPU, subgraphs, parameters streamed off-chip)."""
+    out: list[str] = []
+    for table in tables:
+        for (device, cpu, tpu), rows in edgetpu_rows(table).items():
+            what = "top-1" if table.labeled else "agree / SQNR"
+            cpu_label = f"{cpu.delegate}, {cpu.threads}t" if cpu else "not measured"
+            out += ["", f"### {table.model} on the Edge TPU of {device}", "",
+                    f"CPU = {device}'s CPU ({cpu_label}); Edge TPU at {tpu.threads}t for the ops left on the CPU. "
+                    "p50 latency in ms; first inference (which loads the model into the TPU) apart; "
+                    "off-chip = parameters streamed from host memory on every inference.", "",
+                    f"| variant | CPU fp32: {what} | size | p50 | CPU int8: {what} | size | p50 | Edge TPU int8: "
+                    f"{what} | size | p50 | first | ops on TPU / total | subgraphs | on-chip | off-chip | × CPU int8 |",
+                    "|---|" + "---:|" * 15]
+            notes: list[str] = []
+            for r in rows:
+                line = [r.variant, *_group(r.cpu_fp32, r.fp32_bytes, table.labeled, notes),
+                        *_group(r.cpu_int8, r.model_bytes, table.labeled, notes),
+                        *_group(r.edgetpu, r.edgetpu.get("edgetpu_model_bytes"), table.labeled, notes)]
+                e = r.edgetpu
+                ops = (f"{e['edgetpu_ops']:.0f} / {e['edgetpu_ops'] + e.get('cpu_ops', 0):.0f}"
+                       if e.get("edgetpu_ops") is not None else "—")
+                speedup = (_ratio(r.cpu_int8.get("latency_p50_us"), e.get("latency_p50_us"))
+                           if r.cpu_int8 and r.cpu_int8["status"] == "ok" and e["status"] == "ok" else None)
+                line += [_ms(e.get("first_inference_us")), ops, _num(e.get("edgetpu_subgraphs"), ".0f"),
+                         _bytes(e.get("edgetpu_on_chip_bytes")), _bytes(e.get("edgetpu_off_chip_bytes")),
+                         _num(speedup, ".2f", "×")]
+                out.append("| " + " | ".join(line) + " |")
+            if notes:
+                out += [""] + [f"[{n}] {reason}" for n, reason in enumerate(notes, 1)]
+    return out
+
+
+def _group(values: dict[str, Any] | None, size: float | None, labeled: bool, notes: list[str]) -> list[str]:
+    """accuracy, size, p50 of one column group; a cell that did not run says why in a numbered note."""
+    if values is None:
+        return ["", _kb(size) if size else "—", ""]
+    if values["status"] != "ok":
+        if values["reason"] not in notes:
+            notes.append(values["reason"])
+        return [f"{values['status']} [{notes.index(values['reason']) + 1}]", _kb(size), "—"]
+    return [quality(values, labeled), _kb(size), _ms(values.get("latency_p50_us"))]
+
+
+def _bytes(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} B" if value < 1024 else _kb(value)
 
 
 def delegate_comparison(tables: list[ModelTable]) -> dict[tuple[str, str, int], tuple[list[str], dict]]:
@@ -205,7 +297,9 @@ def _delegate_cell(values: dict[str, Any] | None, cpu: dict[str, Any] | None) ->
     if values["status"] != "ok":
         return values["status"]
     text = f"{_ms(values.get('latency_p50_us'))}"
-    if values.get("nodes_total"):
+    if values.get("edgetpu_ops") is not None:  # what the compiler mapped, not the runtime's graph
+        text += f" · {values['edgetpu_ops']:.0f}/{values['edgetpu_ops'] + values.get('cpu_ops', 0):.0f} ops on TPU"
+    elif values.get("nodes_total"):
         text += f" · {values['nodes_delegated']:.0f}/{values['nodes_total']:.0f} nodes"
     if cpu is not None and cpu is not values and cpu.get("status") == "ok":
         speedup = _ratio(cpu.get("latency_p50_us"), values.get("latency_p50_us"))

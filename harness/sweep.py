@@ -24,6 +24,7 @@ from harness.accuracy import score
 from harness.artifacts import Cache
 from harness.build import ModelBuild, build_models
 from harness.config import Inventory, Plan, Target
+from harness.edgetpu import NEEDS_FULL_INTEGER, Compiled, compile_for_cells
 from harness.metrics import runner_metrics
 from harness.progress import Progress
 from harness.provenance import git_commit, library_versions
@@ -39,7 +40,8 @@ class Cell:
     device: str
     delegate: str
     threads: int
-    accelerator: str | None = None  # the NNAPI accelerator a `nnapi` cell asks for, if the plan names one
+    # the NNAPI accelerator a `nnapi` cell asks for (the plan's), the TPU an `edgetpu` cell opens (the inventory's)
+    accelerator: str | None = None
 
     def label(self) -> str:
         delegate = f"{self.delegate}({self.accelerator})" if self.accelerator else self.delegate
@@ -52,10 +54,12 @@ def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> l
     close in time, so a slow spell of a noisy machine does not fall between fp32 and the rest."""
     cells = []
     for target in targets:
-        delegates = target.delegates or inventory.get(target.device).delegates
+        config = inventory.get(target.device)
+        delegates = target.delegates or config.delegates
         for entry in plan.models:
             for delegate in delegates:
-                accelerator = target.nnapi_accelerator_name if delegate == "nnapi" else None
+                accelerator = {"nnapi": target.nnapi_accelerator_name,
+                               "edgetpu": getattr(config, "edgetpu_device", None)}.get(delegate)
                 for threads in target.threads or plan.threads:
                     cells += [Cell(entry.name, v, target.device, delegate, threads, accelerator)
                               for v in entry.variants]
@@ -74,6 +78,11 @@ def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store
     builds, summary = build_models(plan, cache, log)
     log(f"artifacts: {summary.cached} from cache, {summary.converted} converted, {summary.failed} failed "
         f"({summary.worker_runs} build worker run{'s' * (summary.worker_runs != 1)})")
+    edgetpu_cells = [(c.model, c.variant) for c in cells if c.delegate == "edgetpu"]
+    if edgetpu_cells:
+        counts = compile_for_cells(plan.edgetpu_compiler, cache.root, edgetpu_cells, builds, log)
+        log(f"Edge TPU: {counts['cached']} compiled models from cache, {counts['compiled']} compiled, "
+            f"{counts['failed']} failed")
     if resume is not None:
         run_id = resume
         store.reopen_run(run_id)
@@ -180,11 +189,15 @@ def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuil
     elif cell.delegate not in device.delegates:
         record.status = "skipped"
         record.reason = f"{cell.device} does not offer the {cell.delegate} delegate (it has: {', '.join(device.delegates)})"
+    elif cell.delegate == "edgetpu" and not _compiled_for_edgetpu(record, artifact, build.compiled.get(cell.variant)):
+        pass  # skipped or failed, with the reason
     else:
         if device.cooldown is not None:
             _cool(device, record)
-        options = {"nnapi_accelerator_name": cell.accelerator} if cell.accelerator else {}
-        job = Job(model=artifact.path, delegate=cell.delegate, num_threads=cell.threads, protocol=plan.protocol,
+        model = build.compiled[cell.variant].path if cell.delegate == "edgetpu" else artifact.path
+        key = {"nnapi": "nnapi_accelerator_name", "edgetpu": "device"}.get(cell.delegate)
+        options = {key: cell.accelerator} if key and cell.accelerator else {}
+        job = Job(model=model, delegate=cell.delegate, num_threads=cell.threads, protocol=plan.protocol,
                   timeout_s=device.run_timeout_s or plan.timeouts.run_timeout_s, inputs=build.eval_path,
                   delegate_options=options)
         try:
@@ -198,6 +211,27 @@ def _measure(device: Any, fingerprint: dict | None, cell: Cell, build: ModelBuil
                 record.details = {**(record.details or {}), "delegate_options": options}
     record.finished_at = now()
     return record, fault
+
+
+def _compiled_for_edgetpu(record: CellRecord, artifact: Any, compiled: Compiled | None) -> bool:
+    """Whether an `edgetpu` cell has a compiled model to measure; if not, the record says why. What
+    the compiler said (ops on the TPU, memory) is recorded either way."""
+    if not artifact.full_integer:
+        record.status, record.reason = "skipped", NEEDS_FULL_INTEGER
+        return False
+    if compiled is None:  # compile_for_cells saw every edgetpu cell; only a bug leads here
+        record.reason = "not compiled for the Edge TPU"
+        return False
+    record.metrics.update(compiled.metrics())
+    record.details = {**(record.details or {}), "edgetpu_compiler": compiled.details()}
+    if compiled.status == "segmented":
+        record.status, record.reason = "skipped", compiled.reason
+    elif compiled.status != "ok":
+        record.reason = f"Edge TPU compilation failed: {compiled.reason}"
+    else:
+        record.artifact_sha256 = compiled.sha256  # what ran: the compiled model
+        return True
+    return False
 
 
 def _cool(device: Any, record: CellRecord) -> None:
@@ -223,8 +257,11 @@ def _record_report(record: CellRecord, report: dict[str, Any], build: ModelBuild
         freqs = t.get("freq_khz") or []
         setattr(record, f"freq_{when}_khz", sum(freqs) / len(freqs) if freqs else None)
     record.warnings += report.get("warnings") or []
-    record.details = {k: report.get(k) for k in ("coverage", "inputs", "outputs", "warmup", "timed_seconds",
-                                                 "python", "numpy", "model", "telemetry", "error", "argv")}
+    record.details = {**(record.details or {}),
+                      **{k: report.get(k) for k in ("coverage", "inputs", "outputs", "warmup", "timed_seconds",
+                                                    "python", "numpy", "model", "telemetry", "error", "argv")}}
+    if report.get("edgetpu") is not None:  # which Edge TPU API opened which TPU
+        record.details["edgetpu"] = report["edgetpu"]
     if report.get("benchmark_model") is not None:  # each repetition's parsed benchmark_model output
         record.details["benchmark_model"] = report["benchmark_model"]
     if report.get("error"):

@@ -32,6 +32,9 @@ def test_doctor_reports_what_is_missing():
     assert " missing " in rows["edgetpu_compiler"] and "coral.ai" in rows["edgetpu_compiler"]
     assert " missing " in rows["libedgetpu"] and "libedgetpu.so.1" in rows["libedgetpu"]
     assert " missing " in rows["pycoral"] and "not on PyPI" in rows["pycoral"]
+    assert " missing " in rows["Edge"] and "none attached" in rows["Edge"]
+    assert "apt-get install edgetpu-compiler" in rows["edgetpu_compiler"]
+    assert "apt-get install libedgetpu1-std" in rows["libedgetpu"]
 
 
 def test_devices_table_shows_the_local_device():

@@ -88,3 +88,35 @@ def test_json_is_one_record_per_cell_with_every_metric_name():
         assert key in first
     assert first["latency_p50_us"] == 100.0 and first["top1_agreement"] is None and first["run_id"] == "run1"
     assert records[-1]["sqnr_db"] is None  # infinite (identical outputs) is not valid JSON
+
+
+CORAL = [
+    cell("fp32", "xnnpack", 1, device="coral", model_bytes=5_300_000.0, latency_p50_us=675_000.0, top1_accuracy=0.7746),
+    cell("int8", "xnnpack", 1, device="coral", model_bytes=1_400_000.0, latency_p50_us=304_000.0, top1_accuracy=0.7703),
+    cell("fp32", "edgetpu", 1, "skipped", "Edge TPU needs full-integer quantization", device="coral",
+         model_bytes=5_300_000.0),
+    cell("int8", "edgetpu", 1, device="coral", model_bytes=1_400_000.0, edgetpu_model_bytes=1_600_000.0,
+         latency_p50_us=5_000.0, first_inference_us=24_000.0, top1_accuracy=0.7714, edgetpu_ops=289.0, cpu_ops=5.0,
+         edgetpu_subgraphs=2.0, edgetpu_on_chip_bytes=6_375_342.0, edgetpu_off_chip_bytes=1_782_579.0),
+    cell("qat_int8", "xnnpack", 1, device="coral", model_bytes=1_400_000.0, latency_p50_us=300_000.0,
+         top1_accuracy=0.772),
+    cell("qat_int8", "edgetpu", 1, "failed", "Edge TPU compilation failed: Internal compiler error. Aborting!",
+         device="coral", model_bytes=1_400_000.0),
+]
+
+
+def test_edge_tpu_table_in_the_seeds_layout():
+    """The seeds' EfficientNet rows: CPU fp32 675 ms, CPU int8 304 ms, Edge TPU int8 5 ms."""
+    text = markdown(pivot(CORAL))
+    section = text.split("### cnn on the Edge TPU of coral")[1].split("## Delegates compared")[0]
+    assert "CPU = coral's CPU (xnnpack, 1t)" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert [r.split(" | ")[0] for r in rows] == ["| int8", "| qat_int8"]  # fp32 cannot go to the TPU
+    int8 = rows[0].strip("| ").split(" | ")
+    assert int8 == ["int8", "77.46 %", "5.05 MB", "675.0", "77.03 %", "1.34 MB", "304.0",
+                    "77.14 %", "1.53 MB", "5.000", "24.0", "289 / 294", "2", "6.08 MB", "1.70 MB", "60.80×"]
+    qat = rows[1].strip("| ").split(" | ")
+    assert qat[7:10] == ["failed [1]", "—", "—"] and qat[11] == "—"
+    assert "[1] Edge TPU compilation failed: Internal compiler error. Aborting!" in section
+    compared = text.split("## Delegates compared")[1]
+    assert "| int8 | 304.0 | 5.000 · 289/294 ops on TPU |" in compared

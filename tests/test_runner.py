@@ -80,10 +80,10 @@ def test_not_a_model_is_a_load_failure(tmp_path):
     assert code == 1 and report["error"]["stage"] == "load" and report["error"]["kind"] == "model_error"
 
 
-def test_missing_edgetpu_library_is_reported_not_crashed(digits_build):
+def test_missing_edgetpu_runtime_is_reported_not_crashed(digits_build):
     code, report, _ = run_runner("--graph", str(digits_build[0].artifacts["int8"].path), "--delegate", "edgetpu")
-    assert code == 4 and report["error"]["kind"] == "delegate_unavailable"
-    assert "libedgetpu" in report["error"]["message"]
+    assert code == 3 and report["error"]["kind"] == "edgetpu_runtime_missing"
+    assert "libedgetpu" in report["error"]["message"] and "pycoral is not installed" in report["error"]["message"]
 
 
 def test_requested_runtime_absent(digits_build):
