@@ -179,6 +179,15 @@ def test_an_internal_compiler_error_is_the_reason(digits_build, tmp_path):
     assert result.status == "failed" and "Internal compiler error" in result.reason
 
 
+def test_segments_for_a_pipeline_are_compiled_and_reported_not_run(digits_build, compiler_bin, tmp_path):
+    bin_dir, record = compiler_bin
+    int8 = digits_build[0].artifacts["int8"]
+    result = _compiler(tmp_path, bin_dir, num_segments=2).compile("digits_cnn", "int8", int8.path, int8.sha256)
+    assert result.status == "segmented" and result.path is None
+    assert "compiled into 2 segments" in result.reason and result.info["total_ops"] == 11
+    assert _calls(record)[-1][-3:] == ["-n", "2", "digits_cnn_int8.tflite"]
+
+
 def test_no_compiler_is_one_clear_reason(tmp_path):
     compiler = Compiler(CompilerSettings(path=str(tmp_path / "nowhere")), tmp_path / "cache", lambda m: None)
     result = compiler.compile("m", "int8", tmp_path / "m.tflite", "0" * 64)
