@@ -1,0 +1,1 @@
+"""pycoral.utils: only `edgetpu` is stood in."""

@@ -1,59 +1,81 @@
-"""The part of pycoral.utils.edgetpu the harness uses, with its documented signatures
-(coral.ai/docs/reference/py/pycoral.utils/): make_interpreter(model_path_or_content, device=None,
-delegate=None), list_edge_tpus() -> [{'type': 'usb'|'pci', 'path': ...}], get_runtime_version().
+"""The part of pycoral.utils.edgetpu the harness uses, as documented at
+coral.ai/docs/reference/py/pycoral.utils/ and written in google-coral/pycoral
+(pycoral/utils/edgetpu.py, src/coral_wrapper.cc) and google-coral/libedgetpu.
 
-What is real: the signatures, the device strings (":N", "usb", "usb:N", "pci", "pci:N"; None is
-the first TPU), the shape of what list_edge_tpus returns, and the ValueError that
-tflite_runtime's load_delegate raises when the TPU asked for is not there ("Failed to load
-delegate from libedgetpu.so.1").
+What is real:
 
-What is not: there is no TPU. The attached TPUs are PYCORAL_STANDIN_TPUS (comma-separated types,
-default "usb"), and make_interpreter returns a LiteRT interpreter running the model on CPU
-kernels; the real one returns tflite_runtime's, with the Edge TPU delegate."""
+- `make_interpreter(model_path_or_content, device=None, delegate=None)`: a `str` is a model path,
+  `bytes` the model itself; `device` is None or "" (any Edge TPU), ":<N>" (the N-th of
+  list_edge_tpus), "usb", "usb:<N>", "pci" or "pci:<N>", matched as libedgetpu's
+  tflite/edgetpu_delegate_for_custom_op_tflite_plugin.cc matches it (N a decimal >= 0); with a
+  `delegate` the device is ignored. A device string of another form, or a TPU that is not
+  attached, makes libedgetpu return no delegate, and tflite_runtime's load_delegate raises
+  `ValueError("Failed to load delegate from libedgetpu.so.1\\n")` (as the tracebacks in
+  google-coral/tflite#55 and #63 show; the empty second line is the delegate's error text, which
+  libedgetpu leaves empty);
+- `list_edge_tpus()`: a list of {"type": "usb" | "pci", "path": ...}, with paths as libedgetpu
+  enumerates them: /sys/bus/usb/devices/2-1 for a USB Accelerator (google-coral/tflite#63),
+  /dev/apex_0 for a PCIe one (google-coral/edgetpu#491); further TPUs count on from there
+  (2-2, /dev/apex_1: assumed);
+- `get_runtime_version()`: "BuildLabel(<label>), RuntimeVersion(14)", the format of libedgetpu's
+  EdgeTpuManagerDirect::Version, with the label of the released Debian package as printed in
+  google-coral/edgetpu#491.
+
+What is not: there is no Edge TPU and no libedgetpu. The attached TPUs are PYCORAL_STANDIN_TPUS,
+a comma-separated list of "usb" and "pci" in enumeration order (default "usb"; empty: none).
+`make_interpreter` returns an `ai_edge_litert.interpreter.Interpreter` that runs the whole model on
+CPU kernels; the real one returns tflite_runtime's Interpreter with the Edge TPU delegate, which
+runs the compiled `edgetpu-custom-op` on the TPU.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 
-USB_PATHS = "/sys/bus/usb/devices/2-{}"
-PCI_PATHS = "/dev/apex_{}"
-DEVICE = re.compile(r"^(?:(usb|pci)(?::(\d+))?|:(\d+))$")
+LIBRARY = "libedgetpu.so.1"
+RUNTIME_VERSION = "BuildLabel(COMPILER=6.3.0 20170516,DATE=redacted,TIME=redacted), RuntimeVersion(14)"
+PATHS = {"usb": "/sys/bus/usb/devices/2-{}", "pci": "/dev/apex_{}"}
+INDEX = re.compile(r"\s*[+-]?\d+\s*")  # what absl::SimpleAtoi accepts
 
 
-def list_edge_tpus():
-    tpus, counts = [], {"usb": 0, "pci": 0}
-    for kind in filter(None, os.environ.get("PYCORAL_STANDIN_TPUS", "usb").split(",")):
-        path = (USB_PATHS if kind == "usb" else PCI_PATHS).format(counts[kind] + (kind == "usb"))
-        counts[kind] += 1
-        tpus.append({"type": kind, "path": path})
+def list_edge_tpus() -> list[dict[str, str]]:
+    """The attached Edge TPUs, [{'type': 'usb'|'pci', 'path': ...}]."""
+    kinds = [k.strip() for k in os.environ.get("PYCORAL_STANDIN_TPUS", "usb").split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(PATHS))
+    if unknown:
+        raise ValueError(f"PYCORAL_STANDIN_TPUS: {', '.join(unknown)} is not usb or pci")
+    seen = {"usb": 0, "pci": 0}
+    tpus = []
+    for kind in kinds:
+        number = seen[kind] + (kind == "usb")  # USB ports count from 1, apex nodes from 0
+        seen[kind] += 1
+        tpus.append({"type": kind, "path": PATHS[kind].format(number)})
     return tpus
 
 
-def get_runtime_version():
-    return "BuildLabel(COMPILER=6.3.0 20170516,DATE=redacted,TIME=redacted), RuntimeVersion(14)"
+def get_runtime_version() -> str:
+    return RUNTIME_VERSION
 
 
-def _find(device):
+def _opened(device: str) -> dict[str, str] | None:
+    """The TPU a device string names, None when it names none."""
     tpus = list_edge_tpus()
-    if device is None:
-        return tpus[0] if tpus else None
-    match = DEVICE.match(device)
-    if not match:
+    if device in ("", "usb", "pci"):
+        return next((t for t in tpus if device in ("", t["type"])), None)
+    kind, colon, index = device.partition(":")
+    if not colon or kind not in ("", "usb", "pci") or not INDEX.fullmatch(index) or int(index) < 0:
         return None
-    kind, index, any_index = match.groups()
-    if any_index is not None:
-        candidates, n = tpus, int(any_index)
-    else:
-        candidates, n = [t for t in tpus if t["type"] == kind], int(index or 0)
-    return candidates[n] if n < len(candidates) else None
+    candidates = [t for t in tpus if kind in ("", t["type"])]
+    return candidates[int(index)] if int(index) < len(candidates) else None
 
 
-def make_interpreter(model_path_or_content, device=None, delegate=None):
+def make_interpreter(model_path_or_content: str | bytes, device: str | None = None, delegate=None):
+    """An interpreter for the model on the Edge TPU `device` (here: on CPU kernels)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    if delegate is None and _find(device) is None:
-        raise ValueError("Failed to load delegate from libedgetpu.so.1\n")
+    if not delegate and _opened(device or "") is None:
+        raise ValueError(f"Failed to load delegate from {LIBRARY}\n")
     if isinstance(model_path_or_content, bytes):
         return Interpreter(model_content=model_path_or_content)
     return Interpreter(model_path=model_path_or_content)
