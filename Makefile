@@ -8,7 +8,7 @@ PLAN   ?= plans/quick.yaml
 .PHONY: sweep test venv benchmark clean-venv
 
 sweep: $(STAMP)
-	$(VENV)/bin/harness sweep --plan $(PLAN)
+	$(VENV)/bin/harness sweep --plan $(PLAN) --html results/report.html
 
 test: $(STAMP)
 	sh scripts/install-test-deps

@@ -33,11 +33,13 @@ def _inventory_path(arg: str | None) -> str | None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.artifacts import Cache
     from harness.config import load_inventory, load_plan, select_devices
+    from harness.lock import DeviceLocks
     from harness.report import render
     from harness.store import Store
     from harness.sweep import run_sweep
 
     log = _log(args.quiet)
+    _stop_on_sigterm()
     store = Store.open_existing(args.db) if args.resume else None
     try:
         resume = _resume_settings(args, store) if store is not None else None
@@ -49,19 +51,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                                  "--resume needs the plan the run was made with")
         targets = select_devices(plan, inventory, args.devices)
         log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
-        store = store or Store(args.db)
-        run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:],
-                           resume=resume["id"] if resume else None)
+        # waiting for another sweep is said even with --quiet: a sweep that seems to hang must say why
+        locks = DeviceLocks([inventory.get(t.device) for t in targets], args.lock_wait, _log(False))
+        locks.acquire({"plan": plan.name})
+        try:
+            store = store or Store(args.db)
+            run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:],
+                               resume=resume["id"] if resume else None)
+        finally:
+            locks.release()
         run, cells = store.run(run_id), store.cells(run_id)
         sys.stdout.write(render("markdown", cells, run, store.devices_of_run(run_id)))
         counts = store.status_counts(run_id)
         print(f"\nrun {run['status']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
               + f"; stored in {args.db} as run")
+        if args.html:
+            print(f"report: {_write_atomically(args.html, _html(store, run_id))}")
         print(run_id)
         return 1 if run["status"] == "failed" else 0
     finally:
         if store is not None:
             store.close()
+
+
+def _stop_on_sigterm() -> None:
+    """A service manager stops a sweep with SIGTERM: end it as Ctrl-C does (the cell in hand
+    finishes, the run is marked `interrupted`, device locks are released), not mid-write."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _resume_settings(args: argparse.Namespace, store) -> dict:
@@ -85,18 +106,196 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = Store.open_existing(args.db)
     try:
         run_id = store.resolve_run(args.run)
-        text = render(args.format, store.cells(run_id), store.run(run_id), store.devices_of_run(run_id))
+        if args.format == "html":
+            text = _html(store, run_id)
+        else:
+            text = render(args.format, store.cells(run_id), store.run(run_id), store.devices_of_run(run_id))
     finally:
         store.close()
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        print(out)
+        print(_write_atomically(args.out, text))
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _html(store, run_id: str) -> str:
+    """The HTML page of a run: its cells with their raw timings, and each model's history on each
+    device of the run (the trend figure)."""
+    from harness.html_report import render_html
+
+    cells = store.cells(run_id)
+    samples = {c["id"]: store.samples(c["id"]) for c in cells if c["status"] == "ok"}
+    history = {}
+    for model, device in dict.fromkeys((c["model"], c["device_name"]) for c in cells if c["status"] == "ok"):
+        rows = store.history(model, device, "latency_p50_us", until=run_id)
+        history[(model, device)] = rows
+    return render_html(cells, store.run(run_id), store.devices_of_run(run_id), samples, history)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness import export
+    from harness.metrics import UNITS
+    from harness.store import Store
+
+    store = Store.open_existing(args.db)
+    try:
+        if args.run == "all":
+            ids = [r[0] for r in store.db.execute("SELECT id FROM runs ORDER BY started_at, rowid")]
+        else:
+            ids = [store.resolve_run(args.run)]
+        runs = [(store.run(run_id), store.cells(run_id)) for run_id in ids]
+        if args.samples:
+            frame = export.sample_rows(runs, store.samples)
+        else:
+            frame = export.metric_rows(runs, UNITS)
+    finally:
+        store.close()
+    print(export.write(frame, args.format, Path(args.out)))
+    print(f"harness: {len(frame):,} rows of {'samples' if args.samples else 'metrics'} from {len(ids)} run(s)",
+          file=sys.stderr)
+    return 0
+
+
+def _sampled(store, run_id: str) -> list:
+    """A run's cells as the gate sees them, with their raw timings."""
+    from harness.gate import Sampled
+
+    found = []
+    for cell in store.cells(run_id):
+        runtime = " ".join(x for x in (cell["runtime_name"], cell["runtime_version"]) if x) or None
+        found.append(Sampled(cell["device_name"], cell["device_fingerprint"], cell["model"], cell["variant"],
+                             cell["delegate"], cell["threads"], cell["status"], cell["reason"], runtime,
+                             store.samples(cell["id"])))
+    return found
+
+
+def _write_atomically(path: str, text: str) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from harness import gate
+    from harness.store import Store
+
+    settings = gate.Settings(threshold=args.threshold, alpha=args.alpha, min_samples=args.min_samples)
+    for option, problem in settings.problems():
+        raise ConfigError("command line", option, problem)
+    store = Store.open_existing(args.db)
+    try:
+        base_id, tag = store.resolve_baseline(args.baseline)
+        try:
+            cand_id = store.resolve_run(args.candidate)
+        except ConfigError as exc:
+            raise ConfigError(exc.source, "--candidate", exc.message) from None
+        if cand_id == base_id:
+            raise ConfigError(args.db, "--candidate", f"is the baseline run itself ({base_id})")
+        baseline, candidate = _sampled(store, base_id), _sampled(store, cand_id)
+    finally:
+        store.close()
+    for name, run_id, cells in (("--baseline", base_id, baseline), ("--candidate", cand_id, candidate)):
+        if not any(c.status == "ok" and len(c.samples) for c in cells):
+            raise ConfigError(args.db, name, f"run {run_id} has no measured cells ({len(cells)} cells, none ok "
+                                             "with timings): nothing to compare")
+    verdicts = gate.compare(baseline, candidate, settings)
+    if not any(v.ratio is not None or v.verdict == "inconclusive" for v in verdicts):
+        raise ConfigError(args.db, None, f"runs {base_id} and {cand_id} share no comparable cell (same device "
+                                         "fingerprint, model, variant, delegate, threads and runtime)")
+    base_name = f"{tag} ({base_id})" if tag else base_id
+    table = gate.markdown(verdicts, base_name, cand_id, settings)
+    sys.stdout.write(table)
+    if args.markdown:
+        print(f"harness: markdown: {_write_atomically(args.markdown, table)}", file=sys.stderr)
+    if args.junit:
+        xml = gate.junit(verdicts, base_name, cand_id, args.strict)
+        print(f"harness: junit: {_write_atomically(args.junit, xml)}", file=sys.stderr)
+    bad = gate.failing(verdicts, args.strict)
+    counts = ", ".join(f"{n} {name}" for name, n in gate.counts(verdicts).items() if n)
+    if bad:
+        print(f"\nGATE FAILED: {counts}", file=sys.stderr)
+        for v in bad:
+            print(f"  {v.verdict}: {v.label()}: {v.reason}", file=sys.stderr)
+        return 1
+    print(f"\ngate passed: {counts}", file=sys.stderr)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from harness.store import Store
+
+    if args.action == "set":
+        if not args.run or not args.tag:
+            raise ConfigError("command line", "baseline set", "needs a run and --tag NAME")
+        store = Store.open_existing(args.db)
+        try:
+            run_id = store.resolve_run(args.run)
+            before = store.set_baseline(args.tag, run_id, args.note)
+        finally:
+            store.close()
+        moved = f" (it named {before} before)" if before and before != run_id else ""
+        print(f"baseline {args.tag} = run {run_id}{moved}")
+        return 0
+    if args.action == "remove":
+        if not args.run:
+            raise ConfigError("command line", "baseline remove", "needs the TAG to remove")
+        store = Store.open_existing(args.db)
+        try:
+            if not store.remove_baseline(args.run):
+                raise ConfigError(args.db, "baseline", f"no baseline tagged {args.run!r}")
+        finally:
+            store.close()
+        print(f"baseline {args.run} removed")
+        return 0
+    store = Store.open_existing(args.db)
+    try:
+        rows = store.baselines()
+    finally:
+        store.close()
+    if not rows:
+        print("no baselines yet: harness baseline set RUN --tag NAME")
+        return 0
+    _print_table([("tag", "run", "run started", "plan", "commit", "ok cells", "set at", "note")] +
+                 [(r["tag"], r["run_id"], r["started_at"], r["plan_name"] or "—", (r["git_commit"] or "—")[:12],
+                   r["ok_cells"], r["set_at"], r["note"] or "") for r in rows])
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import csv
+
+    from harness import history
+    from harness.store import Store
+
+    store = Store.open_existing(args.db)
+    try:
+        rows = store.history(args.model, args.device, args.metric)
+    finally:
+        store.close()
+    rows = [r for r in rows if (not args.variant or r["variant"] == args.variant)
+            and (not args.delegate or r["delegate"] == args.delegate)
+            and (args.threads is None or r["threads"] == args.threads)]
+    if not rows:
+        wanted = ", ".join(f"{k} {v}" for k, v in (("variant", args.variant), ("delegate", args.delegate),
+                                                    ("threads", args.threads)) if v is not None)
+        raise ConfigError(args.db, "--model/--device", f"no measured cells of {args.model!r} on {args.device!r}"
+                                                       + (f" with {wanted}" if wanted else ""))
+    series = history.series(rows, min_change=args.min_change)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(history.COLUMNS)
+    for row in history.rows(series):
+        writer.writerow(row)
+    out = args.plot or f"results/history-{args.model}-{args.device}.png"
+    path = history.plot(series, args.model, args.device, args.metric, Path(out))
+    for s in series:
+        for step in s.steps:
+            print(f"harness: step: {s.label} {args.metric} moved {step.change:+.1%} at run {step.run_id} "
+                  f"({step.started_at}, commit {(step.git_commit or '?')[:12]})", file=sys.stderr)
+    print(f"harness: plot: {path}", file=sys.stderr)
     return 0
 
 
@@ -214,18 +413,84 @@ def parser() -> argparse.ArgumentParser:
                         "never reached; ok and skipped cells stay")
     p.add_argument("--cache-dir", default=os.environ.get("HARNESS_CACHE", DEFAULT_CACHE),
                    help=f"artifact cache (default $HARNESS_CACHE or {DEFAULT_CACHE})")
+    p.add_argument("--html", metavar="PATH", help="also write the run's HTML report here (as `harness report "
+                                                  "--format html` would) and print its path before the run id")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another sweep is measuring one of the devices, wait up to this long for it "
+                        "(default 0: stop at once, exit 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no build log on stderr (progress stays)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="print or write the results of a run",
                        description="Tables of one run: markdown and csv pivot a row per model x variant with "
                                    "per-target accuracy, size, latency and ratios to fp32; json gives one "
-                                   "record per cell with every metric.")
+                                   "record per cell with every metric; html is one self-contained page with "
+                                   "the tables, the trade-off plots, latency distributions and the trend.")
     p.add_argument("--run", default="latest", help="run id, a unique prefix of one, or 'latest' (default)")
-    p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
+    p.add_argument("--format", choices=("markdown", "csv", "json", "html"), default="markdown",
+                   help="html: one self-contained page with the tables, plots, distributions and trend")
     p.add_argument("--out", help="write to this file instead of stdout")
     db(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="the store as tidy tables for pandas: CSV or Parquet",
+                       description="Write one row per cell and metric (with the provenance of run, device and "
+                                   "cell on every row), or with --samples one row per timed run, as CSV or "
+                                   "Parquet; prints the path.")
+    p.add_argument("--format", choices=("csv", "parquet"), required=True)
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--run", default="latest", help="run id, prefix, 'latest' (default) or 'all'")
+    p.add_argument("--samples", action="store_true", help="the raw timings instead of the metrics")
+    db(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("gate", help="fail when a candidate run is slower than a baseline",
+                       description="Compare every cell of the candidate run with the baseline's cell of the same "
+                                   "device fingerprint, model, variant, delegate and threads: regression when a "
+                                   "one-sided Mann-Whitney U test on the raw timings gives p < alpha and the ratio "
+                                   "of medians exceeds 1 + threshold. Prints a markdown table. Exit 0: no "
+                                   "regression; 1: a regression (or, with --strict, any cell not shown "
+                                   "unchanged); 2: an error (unknown or empty run, nothing comparable).")
+    p.add_argument("--baseline", required=True, help="a baseline tag (`harness baseline set`), a run id or prefix")
+    p.add_argument("--candidate", default="latest", help="run id, prefix or 'latest' (default)")
+    db(p)
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="smallest slowdown that counts, as a fraction of the baseline median (default 0.05)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance of the one-sided test (default 0.01)")
+    p.add_argument("--min-samples", type=int, default=10,
+                   help="fewer timings than this on a side make a cell inconclusive (default 10)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail on inconclusive and not comparable cells (a cell that failed, a new runtime)")
+    p.add_argument("--markdown", metavar="PATH", help="also write the table here")
+    p.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per cell, for CI systems")
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("baseline", help="name runs to gate against: set, list, remove",
+                       description="A baseline tag names a run (e.g. release-1.4), so a gate can say "
+                                   "--baseline release-1.4. Setting a tag again moves it.")
+    p.add_argument("action", choices=("set", "list", "remove"))
+    p.add_argument("run", nargs="?", help="set: the run (id, prefix or 'latest'); remove: the tag")
+    p.add_argument("--tag", help="set: the name to give the run")
+    p.add_argument("--note", help="set: why this run is the baseline")
+    db(p)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("history", help="a model's metric on a device over past runs: CSV, a plot, the steps",
+                       description="Print, as CSV, one row per run and configuration (variant, delegate, "
+                                   "threads) of a model on a device (name or fingerprint id), oldest first, "
+                                   "with the run's commit; mark the runs where the metric moved to a new level "
+                                   "(step detection over the series), and write a PNG plot.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--device", required=True, help="device name or fingerprint id")
+    p.add_argument("--variant")
+    p.add_argument("--delegate")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--metric", default="latency_p50_us", help="metric name (default latency_p50_us)")
+    p.add_argument("--min-change", type=float, default=0.05,
+                   help="smallest move between levels reported as a step, as a fraction (default 0.05)")
+    p.add_argument("--plot", metavar="PNG", help="where to write the plot (default results/history-MODEL-DEVICE.png)")
+    db(p)
+    p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("devices", help="health and fingerprint of every inventory device",
                        description="Reach every device of the inventory and print a health table: "

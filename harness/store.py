@@ -23,7 +23,10 @@ import numpy as np
 from harness.errors import ConfigError
 from harness.metrics import UNITS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Upgrades a store of an older schema in place: version -> statements that bring it to version + 1.
+# (Version 3 added `baselines`, which SCHEMA creates if missing.)
+MIGRATIONS: dict[int, str] = {2: ""}
 SAMPLE_DTYPE = "<f4"  # samples.latency_us: little-endian float32 microseconds
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,6 +54,8 @@ CREATE TABLE IF NOT EXISTS samples (
     cell_id INTEGER PRIMARY KEY REFERENCES cells(id) ON DELETE CASCADE, count INTEGER NOT NULL,
     latency_us BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS cells_by_run ON cells(run_id);
+CREATE TABLE IF NOT EXISTS baselines (
+    tag TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id), set_at TEXT NOT NULL, note TEXT);
 """
 CELL_COLUMNS = ("device_name", "device_fingerprint", "model", "variant", "artifact_sha256", "delegate",
                 "threads", "status", "reason", "warnings_json", "started_at", "finished_at", "runtime_name",
@@ -105,9 +110,15 @@ class Store:
             found = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if found is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(found[0]) != SCHEMA_VERSION:
-                raise ConfigError(str(self.path), "schema_version",
-                                  f"store has schema {found[0]}, this harness writes {SCHEMA_VERSION}")
+            else:
+                version = int(found[0])
+                while version in MIGRATIONS and version < SCHEMA_VERSION:
+                    self.db.executescript(MIGRATIONS[version])
+                    version += 1
+                    self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+                if version != SCHEMA_VERSION:
+                    raise ConfigError(str(self.path), "schema_version",
+                                      f"store has schema {found[0]}, this harness writes {SCHEMA_VERSION}")
 
     @classmethod
     def open_existing(cls, path: Path | str) -> "Store":
@@ -186,6 +197,55 @@ class Store:
             return exact[0] if exact else rows[0][0]
         raise ConfigError(str(self.path), "--run", f"no run {ref!r}" if not rows else
                           f"{ref!r} matches {len(rows)} runs; give more of the id")
+
+    def resolve_baseline(self, ref: str) -> tuple[str, str | None]:
+        """(run id, tag) for a baseline tag, else for a run id, prefix or 'latest' (tag None)."""
+        row = self.db.execute("SELECT run_id FROM baselines WHERE tag = ?", (ref,)).fetchone()
+        if row is not None:
+            return row[0], ref
+        try:
+            return self.resolve_run(ref), None
+        except ConfigError:
+            tags = [r[0] for r in self.db.execute("SELECT tag FROM baselines ORDER BY tag")]
+            raise ConfigError(str(self.path), "--baseline",
+                              f"{ref!r} is neither a baseline tag ({', '.join(tags) or 'none set yet'}) "
+                              "nor a run id") from None
+
+    def set_baseline(self, tag: str, run_id: str, note: str | None = None) -> str | None:
+        """Point `tag` at a run; returns the run it named before, if any."""
+        with self.lock, self.db:
+            old = self.db.execute("SELECT run_id FROM baselines WHERE tag = ?", (tag,)).fetchone()
+            self.db.execute("INSERT INTO baselines VALUES (?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET "
+                            "run_id = excluded.run_id, set_at = excluded.set_at, note = excluded.note",
+                            (tag, run_id, now(), note))
+        return old[0] if old else None
+
+    def remove_baseline(self, tag: str) -> bool:
+        with self.lock, self.db:
+            return self.db.execute("DELETE FROM baselines WHERE tag = ?", (tag,)).rowcount > 0
+
+    def baselines(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT b.tag, b.run_id, b.set_at, b.note, r.started_at, r.plan_name, r.git_commit, r.status, "
+            "(SELECT COUNT(*) FROM cells c WHERE c.run_id = b.run_id AND c.status = 'ok') AS ok_cells "
+            "FROM baselines b JOIN runs r ON r.id = b.run_id ORDER BY b.tag")
+        return [dict(r) for r in rows]
+
+    def history(self, model: str, device: str, metric: str, until: str | None = None) -> list[dict[str, Any]]:
+        """One row per ok cell of `model` on `device` (a device name or a fingerprint id) across all
+        runs (or those up to run `until`), oldest run first, with the run's provenance and the
+        value of `metric`."""
+        rows = self.db.execute(
+            "SELECT r.id AS run_id, r.started_at, r.git_commit, r.plan_name, c.device_name, c.device_fingerprint, "
+            "c.variant, c.delegate, c.threads, c.runtime_name, c.runtime_version, c.artifact_sha256, "
+            "m.value AS value, s.count AS samples "
+            "FROM cells c JOIN runs r ON r.id = c.run_id "
+            "LEFT JOIN metrics m ON m.cell_id = c.id AND m.name = ? "
+            "LEFT JOIN samples s ON s.cell_id = c.id "
+            "WHERE c.model = ? AND (c.device_name = ? OR c.device_fingerprint = ?) AND c.status = 'ok' "
+            "AND (? IS NULL OR (r.started_at, r.rowid) <= (SELECT started_at, rowid FROM runs WHERE id = ?)) "
+            "ORDER BY r.started_at, r.rowid, c.id", (metric, model, device, device, until, until))
+        return [dict(r) for r in rows]
 
     def settled_cells(self, run_id: str) -> set[tuple[str, str, str, str, int]]:
         """(device, model, variant, delegate, threads) of the cells of a run that need no new try."""

@@ -30,6 +30,12 @@ def harness_cli(*args: str, cwd: Path | None = None, env: dict | None = None, ti
                           text=True, timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_device_locks(tmp_path_factory):
+    """The tests' sweeps take device locks of their own, not those of sweeps running on this host."""
+    os.environ["HARNESS_LOCK_DIR"] = str(tmp_path_factory.mktemp("device-locks"))
+
+
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifact-cache")

@@ -10,14 +10,15 @@ import pytest
 from conftest import harness_cli
 
 
-@pytest.mark.parametrize("command", [[], ["sweep"], ["report"], ["devices"], ["doctor"]])
+@pytest.mark.parametrize("command", [[], ["sweep"], ["report"], ["devices"], ["doctor"], ["parse"], ["gate"],
+                                     ["baseline"], ["history"], ["export"]])
 def test_every_command_has_help(command):
     result = harness_cli(*command, "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: harness")
 
 
 def test_the_cli_does_not_import_tensorflow():
-    code = ("import sys, harness.cli, harness.sweep, harness.report, harness.build, harness.config;"
+    code = ("import sys, harness.cli, harness.sweep, harness.report, harness.build, harness.config, harness.gate;"
             "heavy = [m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'keras') if m in sys.modules];"
             "print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

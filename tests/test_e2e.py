@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def sweep(digits_build, session_cache, tmp_path_factory):
     db = work / "results.sqlite"
     args = ("sweep", "--plan", str(plan), "--db", str(db), "--cache-dir", str(session_cache))
     first = harness_cli(*args, cwd=work)
-    second = harness_cli(*args, cwd=work)
+    second = harness_cli(*args, "--html", str(work / "report.html"), cwd=work)
     return {"work": work, "db": db, "first": first, "second": second}
 
 
@@ -135,3 +136,16 @@ def test_second_sweep_converts_and_trains_nothing(sweep):
     assert "training" not in second.stderr
     store = Store(sweep["db"])
     assert store.count("runs") == 2 and store.count("cells") == 28
+
+
+def test_a_sweep_writes_its_html_report(sweep):
+    second, page = sweep["second"], sweep["work"] / "report.html"
+    lines = second.stdout.strip().splitlines()
+    assert lines[-2] == f"report: {page}" and page.exists()
+    html = page.read_text()
+    assert f"Run {lines[-1]} — plan tiny" in html and "digits_cnn on local" in html
+    assert "custom_op" in html and "allocate failed:" in html  # the failed cells with their reasons
+    # digits_cnn: size, accuracy and distribution figures, and the trend over the two sweeps
+    assert html.count('alt="digits_cnn: ') == 4 and 'alt="digits_cnn: Trend on local over 2 runs"' in html
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)  # nothing to fetch (reasons may cite URLs)
+
