@@ -9,6 +9,10 @@ false-alarm rate, otherwise the power. A threshold of T flags a true slowdown of
 about half the time by construction (the observed ratio lands on either side of 1 + T), so a
 gate meant to catch 5 % regressions needs a threshold below 5 %.
 
+A second table adds run-to-run noise (each run off by a factor, as a VM with neighbours or a
+phone in another thermal state is) and shows what the spread of earlier runs (`--history-runs`)
+does to false alarms and power.
+
 The last line is the headline for such a gate (threshold 0.02, alpha 0.01) facing a 5 % slowdown
 at CV 5 % with 50 samples a side: `power=... false_alarm=...` (goal: power >= 0.95, false alarms
 <= 0.01).
@@ -55,6 +59,25 @@ def flag_rate(rng: np.random.Generator, settings: Settings, n: int, cv: float, s
     return flagged / reps
 
 
+def run_noise_rates(rng: np.random.Generator, settings: Settings, slowdown: float, run_cv: float, outliers: float,
+                    reps: int, history_runs: int) -> tuple[float, float]:
+    """(rate without history, rate with `history_runs` earlier runs) of `regression` verdicts when
+    every run is also off by a factor drawn once per run (run-to-run noise, CV `run_cv`), 50
+    samples a side at CV 5 %."""
+    from harness.gate import run_noise
+
+    sigma_run = math.sqrt(math.log1p(run_cv * run_cv))
+    plain = informed = 0
+    for _ in range(reps):
+        shift = np.exp(rng.normal(0.0, sigma_run, history_runs + 2))  # earlier runs, baseline, candidate
+        base = timings(rng, 50, MEDIAN_US * shift[-2], 0.05, outliers)
+        cand = timings(rng, 50, MEDIAN_US * (1.0 + slowdown) * shift[-1], 0.05, outliers)
+        earlier = [float(np.median(timings(rng, 50, MEDIAN_US * f, 0.05, outliers))) for f in shift[:-2]]
+        plain += judge(base, cand, settings)[0] == "regression"
+        informed += judge(base, cand, settings, run_noise(earlier))[0] == "regression"
+    return plain / reps, informed / reps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +101,15 @@ def main() -> int:
                 rates = [flag_rate(rng, settings, n, cv, s, args.outliers, args.reps) for s in SLOWDOWNS]
                 print(f"| {cv:.0%} | {n} | {threshold:g} | " + " | ".join(f"{r:.3f}" for r in rates) + " |",
                       flush=True)
+    print()
+    print(f"with run-to-run noise (every run off by one factor; CV 5 % within a run, 50 samples a side, threshold "
+          f"0.02): `regression` rate without / with the spread of 10 earlier runs (--history-runs), {args.reps} gates")
+    print("| run-to-run CV | false alarm (0 %) | power at 5 % | power at 10 % | power at 30 % |")
+    print("|---|---|---|---|---|")
+    for run_cv in (0.0, 0.03, 0.10):
+        settings = Settings(threshold=0.02, alpha=args.alpha, resamples=500)
+        rates = [run_noise_rates(rng, settings, s, run_cv, args.outliers, args.reps, 10) for s in (0.0, 0.05, 0.10, 0.30)]
+        print(f"| {run_cv:.0%} | " + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in rates) + " |", flush=True)
     settings = Settings(threshold=0.02, alpha=args.alpha, resamples=500)
     power = flag_rate(rng, settings, 50, 0.05, 0.05, args.outliers, args.headline_reps)
     false_alarm = flag_rate(rng, settings, 50, 0.05, 0.0, args.outliers, args.headline_reps)

@@ -157,16 +157,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sampled(store, run_id: str) -> list:
-    """A run's cells as the gate sees them, with their raw timings."""
+def _sampled(store, run_id: str, history_runs: int = 0) -> list:
+    """A run's cells as the gate sees them, with their raw timings and, with `history_runs`, the
+    p50 of each in up to that many earlier runs (for its run-to-run spread)."""
     from harness.gate import Sampled
 
+    earlier = store.p50_history(run_id, history_runs)
     found = []
     for cell in store.cells(run_id):
         runtime = " ".join(x for x in (cell["runtime_name"], cell["runtime_version"]) if x) or None
         found.append(Sampled(cell["device_name"], cell["device_fingerprint"], cell["model"], cell["variant"],
                              cell["delegate"], cell["threads"], cell["status"], cell["reason"], runtime,
                              store.samples(cell["id"])))
+        found[-1].history = earlier.get(found[-1].key(), [])
     return found
 
 
@@ -195,7 +198,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
             raise ConfigError(exc.source, "--candidate", exc.message) from None
         if cand_id == base_id:
             raise ConfigError(args.db, "--candidate", f"is the baseline run itself ({base_id})")
-        baseline, candidate = _sampled(store, base_id), _sampled(store, cand_id)
+        baseline, candidate = _sampled(store, base_id), _sampled(store, cand_id, args.history_runs)
     finally:
         store.close()
     for name, run_id, cells in (("--baseline", base_id, baseline), ("--candidate", cand_id, candidate)):
@@ -459,6 +462,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.01, help="significance of the one-sided test (default 0.01)")
     p.add_argument("--min-samples", type=int, default=10,
                    help="fewer timings than this on a side make a cell inconclusive (default 10)")
+    p.add_argument("--history-runs", type=int, default=10, metavar="N",
+                   help="estimate each cell's run-to-run spread from its p50 in up to N runs before the "
+                        "candidate (same device fingerprint; needs 3); a change within that noise is "
+                        "inconclusive, not a regression (default 10; 0: within-run statistics only)")
     p.add_argument("--strict", action="store_true",
                    help="also fail on inconclusive and not comparable cells (a cell that failed, a new runtime)")
     p.add_argument("--markdown", metavar="PATH", help="also write the table here")

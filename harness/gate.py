@@ -15,7 +15,14 @@ the same hardware and software, whatever the inventory calls the device. For eac
   is in one run only.
 
 Requiring both the test and the effect size is what keeps 50,000 samples from flagging a 0.3 %
-shift, and keeps 10 noisy samples from flagging anything at all."""
+shift, and keeps 10 noisy samples from flagging anything at all.
+
+The test sees only the noise within each run. Many devices also move from run to run (another
+tenant, the thermal state, a frequency table): on this project's 2-core VM, two identical quick
+sweeps differed by a median 3 % with quartiles at -15 % and +8 %, every cell "significant".
+Where the store holds earlier runs of the same configuration on the same fingerprint, their p50s
+give that run-to-run spread (sigma of log p50 around its levels): a change it explains at the
+gate's alpha, one-sided, is `inconclusive`, with the spread in the reason, never a regression."""
 
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ class Settings:
     min_samples: int = 10  # fewer timings than this on a side: inconclusive
     resamples: int = 2000  # bootstrap replicates for the interval of the ratio
     seed: int = 0
+    min_history: int = 3  # earlier runs needed to estimate a cell's run-to-run spread
 
     def problems(self) -> list[tuple[str, str]]:
         """(option, what is wrong with it) for every setting out of range."""
@@ -65,6 +73,7 @@ class Sampled:
     reason: str | None = None
     runtime: str | None = None  # "name version" of the runtime that measured it
     samples: np.ndarray = field(default_factory=lambda: np.empty(0))
+    history: Sequence[float] = ()  # p50 of this configuration in earlier runs (same fingerprint)
 
     def config(self) -> tuple[str, str, str, int]:
         return (self.model, self.variant, self.delegate, self.threads)
@@ -91,13 +100,43 @@ class Verdict:
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None  # of the one-sided test in the direction the medians moved
+    run_sigma: float | None = None  # run-to-run spread of log p50 from earlier runs, if known
 
     def label(self) -> str:
         return f"{self.model} {self.variant} on {self.device} {self.delegate} {self.threads}t"
 
 
-def judge(baseline: np.ndarray, candidate: np.ndarray, settings: Settings) -> tuple[str, str, dict]:
-    """The verdict on two sets of timings of one configuration: (verdict, reason, statistics)."""
+@dataclass(frozen=True)
+class RunNoise:
+    """A configuration's run-to-run spread: sigma of log p50 around its levels, and the degrees of
+    freedom that estimate has."""
+
+    sigma: float
+    dof: int
+    runs: int
+
+
+def run_noise(p50s: Sequence[float], min_history: int = 3) -> RunNoise | None:
+    """The run-to-run spread of a configuration from its p50 in earlier runs (newest first, as
+    Store.p50_history gives them): the pooled standard deviation of log p50 around the levels that
+    `stats.detect_steps` finds, so a run that moved for good is a new level, not noise. None with
+    fewer than `min_history` runs."""
+    values = [v for v in reversed(list(p50s)) if v and v > 0]
+    if len(values) < max(3, min_history):
+        return None
+    y = np.log(np.asarray(values, dtype=np.float64))
+    cuts = [0, *stats.detect_steps(values), len(y)]
+    dof = len(y) - (len(cuts) - 1)
+    if dof < 1:
+        return None
+    residuals = np.concatenate([y[a:b] - y[a:b].mean() for a, b in zip(cuts, cuts[1:])])
+    return RunNoise(float(math.sqrt(np.sum(residuals ** 2) / dof)), dof, len(values))
+
+
+def judge(baseline: np.ndarray, candidate: np.ndarray, settings: Settings,
+          noise: RunNoise | None = None) -> tuple[str, str, dict]:
+    """The verdict on two sets of timings of one configuration: (verdict, reason, statistics).
+    `noise`: the configuration's run-to-run spread, when earlier runs tell it."""
     nb, nc = len(baseline), len(candidate)
     found: dict = {"n_baseline": nb, "n_candidate": nc}
     if nb:
@@ -121,17 +160,32 @@ def judge(baseline: np.ndarray, candidate: np.ndarray, settings: Settings) -> tu
     shown = _p(p)
     shown = f"p {shown}" if shown.startswith("<") else f"p = {shown}"
     medians = f"median {_ms(base_med)} -> {_ms(cand_med)}"
-    if slower and p < settings.alpha and ratio > up:
-        return "regression", (f"{change} ({medians}), {shown}, alpha {settings.alpha:g}, "
-                              f"beyond the {settings.threshold:.0%} threshold"), found
-    if not slower and p < settings.alpha and ratio < down:
-        return "improvement", (f"{change} ({medians}), {shown}, alpha {settings.alpha:g}, "
-                               f"beyond the {settings.threshold:.0%} threshold"), found
+    found["run_sigma"] = noise.sigma if noise else None
+    # two runs, each off by the run-to-run spread: their log ratio has sigma * sqrt(2); sigma is an
+    # estimate with `dof` degrees of freedom, hence Student's t rather than the normal quantile
+    explained = noise is not None and abs(math.log(ratio)) <= _t(settings.alpha, noise.dof) * math.sqrt(2.0) * noise.sigma
+    moved = (slower and p < settings.alpha and ratio > up) or (not slower and p < settings.alpha and ratio < down)
+    spread = f"{math.expm1(noise.sigma):.1%} (sigma over {noise.runs} earlier runs)" if noise else ""
+    if moved and explained:
+        return "inconclusive", (f"{change} ({medians}), {shown}, but this cell's p50 moves {spread} from run to run: "
+                                f"one run a side cannot tell this from that noise at alpha {settings.alpha:g}"), found
+    if moved:
+        kind = "regression" if slower else "improvement"
+        beyond = (f"; beyond run-to-run noise of {spread}" if noise is not None else
+                  "; run-to-run noise unknown (too few earlier runs)")
+        return kind, (f"{change} ({medians}), {shown}, alpha {settings.alpha:g}, "
+                      f"beyond the {settings.threshold:.0%} threshold{beyond}"), found
     if high > up or low < down:
         return "inconclusive", (f"{change}, {shown}: the {level} interval of the ratio [{low:.3f}, {high:.3f}] "
                                 f"reaches past {down:.2f}..{up:.2f}, too noisy to decide"), found
     return "unchanged", (f"{change}, {shown}; the {level} interval of the ratio [{low:.3f}, {high:.3f}] "
                          f"lies within {down:.2f}..{up:.2f}"), found
+
+
+def _t(alpha: float, dof: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(1.0 - alpha, dof))
 
 
 def compare(baseline: Sequence[Sampled], candidate: Sequence[Sampled], settings: Settings) -> list[Verdict]:
@@ -176,7 +230,8 @@ def _pair(base: Sampled, cand: Sampled, settings: Settings) -> Verdict:
         side = "baseline" if not len(base.samples) else "candidate"
         return _listed(cand, f"no timings stored in the {side}")
     verdict, reason, found = judge(np.asarray(base.samples, dtype=np.float64),
-                                   np.asarray(cand.samples, dtype=np.float64), settings)
+                                   np.asarray(cand.samples, dtype=np.float64), settings,
+                                   run_noise(cand.history, settings.min_history))
     return Verdict(cand.device, cand.model, cand.variant, cand.delegate, cand.threads, cand.fingerprint,
                    verdict, reason, **found)
 
@@ -188,6 +243,22 @@ def _listed(cell: Sampled, reason: str) -> Verdict:
 
 def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
     return {v: sum(1 for x in verdicts if x.verdict == v) for v in VERDICTS}
+
+
+def device_shifts(verdicts: Sequence[Verdict]) -> list[dict]:
+    """Per device, how all its compared cells moved: the median and quartiles of their ratios and
+    how many regressed or improved. Every cell slower by the same factor points at the device
+    (load, thermal state, clocks) rather than at each model; ratios spread both ways on identical
+    builds measure the device's run-to-run noise, which the samples of one run cannot show."""
+    out = []
+    for device in dict.fromkeys(v.device for v in verdicts if v.ratio is not None):
+        ratios = np.array([v.ratio for v in verdicts if v.device == device and v.ratio is not None])
+        mine = [v for v in verdicts if v.device == device]
+        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+        out.append({"device": device, "compared": int(ratios.size), "median": float(med), "q1": float(q1),
+                    "q3": float(q3), "regressions": sum(v.verdict == "regression" for v in mine),
+                    "improvements": sum(v.verdict == "improvement" for v in mine)})
+    return out
 
 
 def failing(verdicts: Sequence[Verdict], strict: bool = False) -> list[Verdict]:
@@ -229,10 +300,14 @@ def markdown(verdicts: Sequence[Verdict], baseline: str, candidate: str, setting
              f"Regression when the one-sided Mann-Whitney U test gives p < {settings.alpha:g} and the ratio of "
              f"medians (candidate / baseline) exceeds {1 + settings.threshold:.2f}; the ratio's interval is a "
              f"{100 * (1 - settings.alpha):g} % bootstrap interval.", "",
-             "**" + ", ".join(f"{k} {name}" for name, k in n.items() if k) + "**", "",
-             "| device | model | variant | delegate | threads | baseline p50 | candidate p50 | ratio [CI] | p "
-             "| samples | verdict | why |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "**" + ", ".join(f"{k} {name}" for name, k in n.items() if k) + "**", ""]
+    for d in device_shifts(verdicts):
+        lines += [f"- {d['device']}: {d['compared']} cells compared, median ratio {d['median']:.3f} (quartiles "
+                  f"{d['q1']:.3f}–{d['q3']:.3f}), {d['regressions']} slower and {d['improvements']} faster beyond "
+                  "the threshold"]
+    lines += ["", "| device | model | variant | delegate | threads | baseline p50 | candidate p50 | ratio [CI] | p "
+                  "| samples | verdict | why |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {name: i for i, name in enumerate(VERDICTS)}
     for v in sorted(verdicts, key=lambda v: order[v.verdict]):
         mark = f"**{v.verdict}**" if v.verdict == "regression" else v.verdict

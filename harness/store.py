@@ -247,6 +247,25 @@ class Store:
             "ORDER BY r.started_at, r.rowid, c.id", (metric, model, device, device, until, until))
         return [dict(r) for r in rows]
 
+    def p50_history(self, before_run: str, limit: int) -> dict[tuple, list[float]]:
+        """(fingerprint, model, variant, delegate, threads) -> p50 of that cell in each of the up to
+        `limit` most recent runs that started before `before_run`, newest first."""
+        found: dict[tuple, list[float]] = {}
+        if limit <= 0:
+            return found
+        rows = self.db.execute(
+            "SELECT c.device_fingerprint, c.model, c.variant, c.delegate, c.threads, m.value "
+            "FROM cells c JOIN runs r ON r.id = c.run_id "
+            "JOIN metrics m ON m.cell_id = c.id AND m.name = 'latency_p50_us' "
+            "WHERE c.status = 'ok' AND c.device_fingerprint IS NOT NULL "
+            "AND (r.started_at, r.rowid) < (SELECT started_at, rowid FROM runs WHERE id = ?) "
+            "ORDER BY r.started_at DESC, r.rowid DESC", (before_run,))
+        for fingerprint, model, variant, delegate, threads, value in rows:
+            values = found.setdefault((fingerprint, model, variant, delegate, threads), [])
+            if len(values) < limit:
+                values.append(value)
+        return found
+
     def settled_cells(self, run_id: str) -> set[tuple[str, str, str, str, int]]:
         """(device, model, variant, delegate, threads) of the cells of a run that need no new try."""
         rows = self.db.execute("SELECT device_name, model, variant, delegate, threads FROM cells "

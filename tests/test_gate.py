@@ -76,6 +76,36 @@ def test_a_slowdown_past_the_threshold_without_significance_is_not_a_regression(
     assert found["p_value"] >= 0.01 and verdict == "inconclusive"
 
 
+def test_a_change_within_the_run_to_run_noise_of_earlier_runs_is_inconclusive():
+    from harness.gate import RunNoise
+
+    base, cand = timings(50, seed=50), timings(50, 1150.0, seed=51)
+    assert gate.judge(base, cand, Settings())[0] == "regression"
+    noisy = RunNoise(sigma=0.10, dof=9, runs=10)  # p50 moves ~10 % from run to run
+    verdict, reason, found = gate.judge(base, cand, Settings(), noisy)
+    assert verdict == "inconclusive" and found["run_sigma"] == 0.10
+    assert "moves 10.5% (sigma over 10 earlier runs) from run to run" in reason
+    verdict, reason, _ = gate.judge(base, cand, Settings(), RunNoise(sigma=0.01, dof=9, runs=10))
+    assert verdict == "regression" and "beyond run-to-run noise of 1.0% (sigma over 10 earlier runs)" in reason
+    assert "run-to-run noise unknown" in gate.judge(base, cand, Settings())[1]
+
+
+def test_the_run_to_run_spread_is_taken_around_levels_and_needs_three_runs():
+    assert gate.run_noise([100.0, 102.0]) is None
+    rng = np.random.default_rng(54)
+    steady = list(100 * np.exp(rng.normal(0, 0.02, 12)))
+    noise = gate.run_noise(steady)
+    assert noise.runs == 12 and noise.dof == 11 and 0.01 < noise.sigma < 0.035
+    # newest first: the last four runs moved up 30 % for good; that is a level, not noise
+    moved = [v * 1.3 for v in steady[:4]] + steady[4:]
+    shifted = gate.run_noise(moved)
+    assert shifted.dof == 10 and shifted.sigma < 1.5 * noise.sigma
+    cell_with_history = cell(timings(50, 1150.0, seed=52))
+    cell_with_history.history = [1000.0, 1150.0, 880.0, 1210.0, 950.0, 1100.0]
+    v = gate.compare([cell(timings(50, seed=53))], [cell_with_history], Settings())[0]
+    assert v.verdict == "inconclusive" and v.run_sigma > 0.1
+
+
 # -- matching cells of two runs ----------------------------------------------------------------
 
 
@@ -139,6 +169,8 @@ def test_markdown_and_junit_show_every_cell_and_fail_the_regression():
     rows = [line for line in table.splitlines() if line.startswith("| pixel |")]
     assert len(rows) == 3 and "**regression**" in rows[0] and "| fp32 |" in rows[0]  # regressions first
     assert "**1 regression, 1 unchanged, 1 inconclusive**" in table
+    shift = next(line for line in table.splitlines() if line.startswith("- pixel: "))
+    assert shift.startswith("- pixel: 2 cells compared, median ratio 1.") and "1 slower and 0 faster" in shift
     fp32 = rows[0].split(" | ")
     assert fp32[5].endswith(" µs") and fp32[6].endswith(" ms") and fp32[7].startswith("1.") and "[" in fp32[7] and fp32[9] == "40 / 40"
 

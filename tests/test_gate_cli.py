@@ -82,6 +82,8 @@ def test_a_slower_build_under_the_same_name_fails_the_gate_naming_the_cell(runs)
     assert "GATE FAILED: 2 regression" in result.stderr
     assert "regression: digits given on local cpu 1t:" in result.stderr
     assert "regression: digits given on local xnnpack 1t:" in result.stderr
+    # five earlier runs give each cell a run-to-run spread; a 3-fast-2-slow history does not hide the change
+    assert result.stderr.count("beyond run-to-run noise of ") == 2
     rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| local |")]
     assert {r[10] for r in rows} == {"**regression**"} and all(float(r[7].split()[0]) > 1.5 for r in rows)
     failures = ElementTree.parse(work / "slower.xml").getroot().iter("failure")
