@@ -174,11 +174,11 @@ def _sampled(store, run_id: str, history_runs: int = 0) -> list:
 
 
 def _write_atomically(path: str, text: str) -> Path:
+    from harness.files import atomic_path
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
     return out
 
 

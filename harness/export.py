@@ -82,13 +82,13 @@ def sample_rows(runs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]], sam
 
 def write(frame, fmt: str, out: Path) -> Path:
     """Write atomically: a reader never sees half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if fmt == "csv":
-        frame.to_csv(tmp, index=False)
-    elif fmt == "parquet":
-        frame.to_parquet(tmp, index=False, engine="pyarrow")
-    else:
+    from harness.files import atomic_path
+
+    if fmt not in FORMATS:
         raise ValueError(fmt)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False, engine="pyarrow")
     return out

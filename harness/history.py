@@ -72,12 +72,14 @@ def plot(all_series: Sequence[Series], model: str, device: str, metric: str, out
     """Write `figure` as a PNG at `out`."""
     import matplotlib.pyplot as plt
 
+    from harness.files import atomic_path
+
     fig = figure(all_series, model, device, metric)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 

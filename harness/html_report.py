@@ -18,13 +18,13 @@ import numpy as np
 
 from harness import plots
 from harness.report import (ModelTable, Target, _delegate_cell, _kb, _ms, _num, delegate_comparison, edgetpu_rows,
-                            pivot, quality)
+                            note_number, pivot, quality)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _uri(data: bytes | None) -> str | None:
-    return None if data is None else "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def _uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _device_rows(devices: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,10 +58,9 @@ def _model_table(table: ModelTable) -> dict[str, Any]:
             if values is None:
                 line["cells"].append({"status": "absent"})
             elif values["status"] != "ok":
-                variants = notes.setdefault(values["reason"] or "no reason stored", [])
-                variants += [row.variant] if row.variant not in variants else []
+                reason = values["reason"] or "no reason stored"
                 line["cells"].append({"status": values["status"], "reason": values["reason"],
-                                      "note": list(notes).index(values["reason"] or "no reason stored") + 1})
+                                      "note": note_number(notes, reason, row.variant)})
             else:
                 line["cells"].append({"status": "ok", "quality": quality(values, table.labeled),
                                       "p50": _ms(values.get("latency_p50_us")), "p90": _ms(values.get("latency_p90_us")),

@@ -133,6 +133,15 @@ def _quality(values: dict[str, Any], labeled: bool) -> str:
     return f"{agreement} / {_num(values.get('sqnr_db'), '.1f', ' dB')}" if "sqnr_db" in values else agreement
 
 
+def note_number(notes: dict[str, list[str]], reason: str, variant: str) -> int:
+    """The number (from 1) of `reason` among a table's notes, which map each reason to the
+    variants it applies to; `variant` is recorded under it."""
+    variants = notes.setdefault(reason, [])
+    if variant not in variants:
+        variants.append(variant)
+    return list(notes).index(reason) + 1
+
+
 # -- writers -----------------------------------------------------------------------------------
 
 
@@ -159,9 +168,8 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
                 if values is None:
                     line += ["", "", "", ""]
                 elif values["status"] != "ok":
-                    variants = notes.setdefault(values["reason"], [])
-                    variants += [row.variant] if row.variant not in variants else []
-                    line += [f"{values['status']} [{list(notes).index(values['reason']) + 1}]", "—", "—", "—"]
+                    line += [f"{values['status']} [{note_number(notes, values['reason'], row.variant)}]",
+                             "—", "—", "—"]
                 else:
                     line += [quality(values, table.labeled), _ms(values.get("latency_p50_us")),
                              _ms(values.get("latency_p90_us")), _num(values.get("speedup"), ".2f", "×")]

@@ -205,3 +205,14 @@ def test_exports_are_tidy_tables_for_pandas(fixed_store, tmp_path):
     assert np.allclose(one["latency_us"].to_numpy(), store.samples(cell["id"]).astype(np.float64))
     bad = harness_cli("export", "--format", "xlsx", "--out", str(tmp_path / "x"), "--db", db)
     assert bad.returncode == 2 and "invalid choice: 'xlsx'" in bad.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_clear_error(fixed_store, tmp_path):
+    store, run = fixed_store
+    taken = tmp_path / "a-directory"
+    taken.mkdir()
+    for args in (("export", "--format", "csv"), ("report", "--format", "html")):
+        result = harness_cli(*args, "--out", str(taken), "--db", str(store.path))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip() == f"harness: error: {taken}: cannot write: Is a directory"
+        assert taken.is_dir() and not list(tmp_path.glob(".a-directory*"))
