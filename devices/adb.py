@@ -11,13 +11,16 @@
   stdout and stderr arrive merged). The exit status comes from a marker the harness appends and
   strips; the shell's pid goes to a file first, so a command past its timeout is killed with its
   whole process group (adbd makes every shell a session leader).
-- One cell = `repetitions` runs of `taskset <cpu_mask> benchmark_model --graph=…` with the plan's
-  protocol and the cell's delegate; each run's average is one sample, each run's parsed output is
-  kept. The tool's own error lines are the reason of a failed cell.
+- One launch = one run of `taskset <cpu_mask> benchmark_model --graph=…` with the plan's protocol
+  and the cell's delegate; its average is the launch's one sample, its parsed output is kept. A
+  cell is `repetitions` launches, interleaved with other cells' by the sweep. The tool's own error
+  lines are the reason of a failed cell.
 - Accuracy: the Python runner on the phone where the inventory names a `python`; otherwise the
   outputs come from this host's reference kernels and the cell says `accuracy_source: host`.
 - Connection errors (refused, reset, a link lost mid-run) are retried with back-off after a
-  reconnect; authentication refusals and command failures are not.
+  reconnect; authentication refusals and command failures are not. adbd notices a dead Wi-Fi
+  link late, so the command cut off is killed first (its pid file's group, and whatever carries
+  its nonce: devices/orphans.py); a retry never measures beside it.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import statistics
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from devices import orphans
 from devices.base import (ConnectionLost, Cooldown, ExecResult, Health, Job, PythonRunnerDevice, Reconnecting,
                           fingerprint_id, score_on_host)
 from harness.errors import ConfigError, DeviceError, DeviceTimeout, DeviceUnreachable, RuntimeMissing
@@ -352,6 +356,7 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
         self._workdir_made = False
         self._binary: tuple[str, str | None] | None = None  # (path on the phone, sha256)
         self._host_outputs: dict[str, dict] = {}
+        self._orphan: orphans.Orphan | None = None  # a command not seen to end: killed before the next
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -483,23 +488,28 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
     def _run(self, argv: tuple[str, ...], timeout_s: float) -> ExecResult:
         _, exceptions = _adb_shell()
         nonce = uuid.uuid4().hex[:12]
-        pidfile = f"{self.config.workdir.rstrip('/')}/.run-{nonce}.pid"
+        pidfile = self._pidfile(nonce)
         mark = f"{EXIT_MARK}{nonce}:"
-        # The shell records its pid (the session, hence the group, to kill on timeout), runs the
+        # The shell records its pid (the session, hence the group, to kill), marks the environment
+        # with this run's nonce (inherited by all the command starts: devices/orphans.py), runs the
         # command with stderr merged, then prints the exit status after a marker of this run only.
         mkdir = "" if self._workdir_made else f"mkdir -p {shlex.quote(self.config.workdir)} && "
-        command = (f"{mkdir}echo $$ > {shlex.quote(pidfile)}; "
-                   f"{shlex.join(argv)} 2>&1; harness_rc=$?; echo; echo {mark}$harness_rc; rm -f {shlex.quote(pidfile)}")
-        started = time.monotonic()
+        command = (f"{mkdir}echo $$ > {shlex.quote(pidfile)}; {orphans.export(nonce)}; {shlex.join(argv)} 2>&1; "
+                   f"harness_rc=$?; echo; echo {mark}$harness_rc; rm -f {shlex.quote(pidfile)}")
         name = Path(argv[-1] if argv[0] == "taskset" and len(argv) > 2 else argv[0]).name
+        orphan = orphans.Orphan(name, nonce)
+        device = self._connection()
+        self._orphan = orphan  # from here on it may run on the phone until it is seen to end
+        started = time.monotonic()
         try:
-            output = self._shell(self._connection(), command, timeout_s)
+            output = self._shell(device, command, timeout_s)
         except (exceptions.AdbTimeoutError, exceptions.TcpTimeoutException):
             self._drop()
-            self._kill(pidfile)
+            self._orphan = replace(orphan, why=f"past its {timeout_s:g} s timeout")
+            self._reap_now()
             raise DeviceTimeout(f"{self.name}: {name} ran past its {timeout_s:g} s timeout") from None
         except Exception as exc:
-            if self._lost(exc):
+            if self._lost(exc):  # adbd notices a dead link late: the orphan is killed before the next try
                 raise ConnectionLost(f"connection lost while {name} ran (after "
                                       f"{time.monotonic() - started:.1f} s): {exc}") from exc
             raise
@@ -507,19 +517,36 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
         if not found or not tail.strip().lstrip("-").isdigit():
             raise ConnectionLost(f"{name} ended without its exit status (the connection closed after "
                                   f"{time.monotonic() - started:.1f} s)")
+        self._orphan = None
         self._workdir_made = True  # the command's pid file went there
         stdout = head[:-1] if head.endswith("\n") else head  # the `echo` before the marker
         stdout = stdout.replace("\r\n", "\n")
         return ExecResult(argv, int(tail.strip()), stdout, "", time.monotonic() - started)
 
-    def _kill(self, pidfile: str) -> None:
-        """Kill a timed-out command's process group, through a new connection."""
-        script = f"kill -9 -$(cat {shlex.quote(pidfile)}) 2>/dev/null; rm -f {shlex.quote(pidfile)}"
+    def _pidfile(self, nonce: str) -> str:
+        return f"{self.config.workdir.rstrip('/')}/.run-{nonce}.pid"
+
+    def _reap_orphans(self) -> None:
+        """Kill the command that a lost connection (or a failed timeout kill) left running, with
+        everything it started, before anything else runs on the phone: its pid file names the
+        group's leader, its nonce the rest (devices/orphans.py). The pid file goes once it is done."""
+        orphan = self._orphan
+        if orphan is None:
+            return
+        _, exceptions = _adb_shell()
+        pidfile = shlex.quote(self._pidfile(orphan.nonce))
+        command = (f"sh -c {shlex.quote(orphans.SCRIPT)} harness-reap {orphan.nonce} \"$(cat {pidfile} 2>/dev/null)\" "
+                   f"&& rm -f {pidfile}")
         try:
-            self._shell(self._connection(), script, self.config.connect_timeout_s + self.config.link_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - best effort; the timeout is what is reported
-            self._drop()
-            self.log(f"{self.name}: could not kill the timed-out command: {exc}")
+            output = self._shell(self._connection(), command, 2 * orphans.WAIT_S + self.config.link_timeout_s)
+        except Exception as exc:
+            if isinstance(exc, (ConnectionLost, exceptions.AdbTimeoutError, exceptions.TcpTimeoutException)) \
+                    or self._lost(exc):
+                raise ConnectionLost(orphans.cannot_kill(orphan, exc)) from exc
+            raise
+        message = orphans.outcome(self.name, orphan, output)
+        self._orphan = None
+        self.log(message)
 
     # -- benchmark_model ------------------------------------------------------------------------
 
@@ -546,24 +573,23 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
         return self._binary
 
     def measure(self, job: Job) -> dict[str, Any]:
+        """One launch: one run of benchmark_model, whose average is the launch's one sample."""
         from harness.parsers.benchmark_model import parse
 
         binary, digest = self.benchmark_binary()
         argv = benchmark_argv(binary, self.push(job.model), job, self.config.cpu_mask)
         before = self.telemetry()
-        runs = []
-        for _ in range(job.protocol.repetitions):
-            result = self.run(argv, job.timeout_s)
-            parsed = parse(result.stdout)
-            if result.exit_code == EXIT_NOT_FOUND:
-                raise RuntimeMissing(f"{self.name}: cannot run {binary}: {result.stdout.strip()}", BENCHMARK_MODEL_HINT)
-            if result.exit_code != 0 or (parsed.get("avg_us") is None and parsed.get("inference_avg_us") is None):
-                return {"error": {"stage": "benchmark_model", "message": tool_failure(result, parsed)},
-                        "benchmark_model": runs + [parsed], "runtime": self._runtime(digest),
-                        "telemetry": {"before": before, "after": None}, "warnings": []}
-            runs.append(parsed)
-        report = report_from_runs(runs, job.delegate)
+        result = self.run(argv, job.timeout_s)
+        parsed = parse(result.stdout)
+        if result.exit_code == EXIT_NOT_FOUND:
+            raise RuntimeMissing(f"{self.name}: cannot run {binary}: {result.stdout.strip()}", BENCHMARK_MODEL_HINT)
+        if result.exit_code != 0 or (parsed.get("avg_us") is None and parsed.get("inference_avg_us") is None):
+            return {"error": {"stage": "benchmark_model", "message": tool_failure(result, parsed)},
+                    "benchmark_model": [parsed], "runtime": self._runtime(digest), "runner_sha256": digest,
+                    "telemetry": {"before": before, "after": None}, "warnings": []}
+        report = report_from_runs([parsed], job.delegate)
         report["runtime"] = self._runtime(digest)
+        report["runner_sha256"] = digest
         report["argv"] = argv
         report["telemetry"] = {"before": before, "after": self.telemetry()}
         status = before.get("thermal_status")
@@ -597,7 +623,8 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
             report["warnings"].append(f"accuracy scored on the host: the phone's Python runner could not: {why}")
         key = self._sha256(job.model)
         if key not in self._host_outputs:
-            self._host_outputs[key] = score_on_host(job.model, job.inputs, job.timeout_s)
+            with self.host_work:  # the reference kernels run on this host: never beside a launch timed here
+                self._host_outputs[key] = score_on_host(job.model, job.inputs, job.timeout_s)
         report["accuracy"], report["accuracy_source"] = self._host_outputs[key], "host"
 
     # -- fingerprint, telemetry, health ---------------------------------------------------------
@@ -642,7 +669,8 @@ class ADBDevice(Reconnecting, PythonRunnerDevice):
             "cpu_model": soc, "cores": cpu_count(parts.get("possible", "")),
             "device_model": " ".join(x for x in (props.get("ro.product.manufacturer"), props.get("ro.product.model")) if x)
             or None, "governor": "/".join(governors) or None, "build_fingerprint": build, "sdk": sdk,
-            "abi": props.get("ro.product.cpu.abi"), "serial": self.address,
+            "abi": props.get("ro.product.cpu.abi"), "serial": props.get("ro.serialno") or props.get("ro.boot.serialno"),
+            "adb_address": self.address,
             "board_platform": props.get("ro.board.platform"), "python": None}
         try:
             runtime = self._runtime(self.benchmark_binary()[1])

@@ -8,6 +8,7 @@ primitives, so a remote transport only adds a module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -35,12 +36,13 @@ class MeasurementProtocol:
     num_runs: int = 50
     min_secs: float = 1.0
     max_secs: float = 150.0
-    # benchmark_model prints statistics, not every run: devices that measure with it run it this
-    # many times per cell and keep each run's average as one sample (the runner keeps every run).
+    # Launches per cell: each a fresh process (the runner, or benchmark_model) with its own warm-up,
+    # interleaved with the other cells' launches on the device. Invokes inside one process are not
+    # independent samples; launches are the unit of evidence the gate counts.
     repetitions: int = 5
 
     def argv(self) -> list[str]:
-        """The runner's flags (benchmark_model's names); `repetitions` is the device's business."""
+        """The runner's flags (benchmark_model's names); `repetitions` is the sweep's business."""
         return [f"--{k}={v}" for k, v in asdict(self).items() if k != "repetitions"]
 
     def to_json(self) -> str:
@@ -79,7 +81,8 @@ class Health:
 
 @dataclass(frozen=True)
 class Job:
-    """One measurement: a model, on one delegate and thread count, under one protocol."""
+    """One launch: a model, on one delegate and thread count, under one protocol; with `inputs`,
+    the evaluation set is run after the timed runs, for accuracy."""
 
     model: Path
     delegate: str
@@ -103,7 +106,7 @@ class Device(Protocol):
     def telemetry(self) -> Mapping[str, Any]: ...
     def push(self, local: Path) -> str: ...
     def run(self, argv: Sequence[str], timeout_s: float) -> ExecResult: ...
-    def measure(self, job: Job) -> dict[str, Any]: ...
+    def measure(self, job: Job) -> dict[str, Any]: ...  # one launch: a fresh process on the device
     def close(self) -> None: ...
 
 
@@ -121,6 +124,25 @@ def fingerprint_id(fingerprint: Mapping[str, Any]) -> str:
     if fingerprint.get("accelerator"):  # a host with an Edge TPU is another target than the host alone
         identity["accelerator"] = fingerprint["accelerator"]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# What tells one board from another of the same image: its serial number (ADB's ro.serialno, a
+# Pi's), the SSH server's host key, the OS install's machine id. The fingerprint says what kind of
+# device it is; these say which one.
+UNIQUE_KEYS = ("serial", "host_key", "machine_id")
+
+
+def device_identity(fingerprint: Mapping[str, Any], name: str) -> str:
+    """The key a device's cells, history and `devices` row are stored under: its fingerprint id
+    plus whatever it has of a serial, host key and machine id, so two boards of one image are never
+    pooled and a renamed inventory entry of the same board is still matched. A device that shows
+    none of them is told apart by its inventory name."""
+    from harness.schema import legacy_identity
+
+    unique = "|".join(f"{k}={fingerprint[k]}" for k in UNIQUE_KEYS if fingerprint.get(k))
+    if not unique:
+        return legacy_identity(fingerprint["fingerprint_id"], name)
+    return f"{fingerprint['fingerprint_id']}-{hashlib.sha256(unique.encode()).hexdigest()[:10]}"
 
 
 def parse_runner_json(result: ExecResult) -> dict[str, Any]:
@@ -146,7 +168,11 @@ class Reconnecting:
     """What remote transports share: their common settings, and retries. `_with_retries(step,
     action)` runs `action`; when it raises ConnectionLost, the connection is dropped (`_drop`) and
     `action` tried again after `retry_backoff_s`, doubling, `retries` times; other errors pass at
-    once. The final error names the first failure too (a link lost mid-run, then refused)."""
+    once. The final error names the first failure too (a link lost mid-run, then refused).
+
+    A command cut off by a lost connection may still run on the device (sshd keeps a command that
+    has no tty, adbd notices a dead Wi-Fi link late), so before each attempt `_reap_orphans` kills
+    what the transport remembers of it (devices/orphans.py): a retry never measures beside it."""
 
     def __init__(self, config: Any, log: Callable[[str], None] | None = None):
         """The settings every remote transport's inventory entry has."""
@@ -162,10 +188,33 @@ class Reconnecting:
     def _drop(self) -> None:  # pragma: no cover - provided by the transport
         raise NotImplementedError
 
+    def _reap_orphans(self) -> None:  # pragma: no cover - provided by the transport
+        """Kill, over the current connection, a command of this device's that may still be running
+        after its connection was lost (or its timeout kill failed); nothing when there is none.
+        ConnectionLost when the device cannot be reached to do it, DeviceError when it may still
+        run (then it stays remembered)."""
+        raise NotImplementedError
+
+    def _reap_now(self) -> None:
+        """Kill a command past its timeout at once. When that fails, the device still remembers
+        it, and it is killed before the next command runs there (`_with_retries`)."""
+        try:
+            self._reap_orphans()
+        except ConnectionLost as exc:
+            self.log(f"{self.name}: {exc}; it is killed before the next command runs")
+        except DeviceError as exc:  # it may still run: the next command fails with this reason
+            self.log(str(exc))
+
     def _with_retries(self, step: str, action: Callable[[], T]) -> T:
         delay, first = self.config.retry_backoff_s, None
         for attempt in range(self.config.retries + 1):
             try:
+                # Before every attempt, not only retries: a command left running by an attempt that
+                # gave up, or by a failed timeout kill, must not run beside the next call either.
+                # When it cannot be killed (the device still unreachable) the attempt fails like a
+                # lost connection, with that reason, and `action` does not run: nothing is measured
+                # beside a process that may still be running.
+                self._reap_orphans()
                 return action()
             except ConnectionLost as exc:
                 self._drop()
@@ -218,6 +267,9 @@ class PythonRunnerDevice:
     bytes_pushed: int = 0
     files_pushed: int = 0
     files_reused: int = 0
+    # held while this host does work for the device (the sweep sets a lock shared with the launches
+    # timed on this host, so that work never runs beside them)
+    host_work: Any = contextlib.nullcontext()
 
     def _sha256(self, path: Path) -> str:
         """sha256 of a local file, remembered per (path, size, mtime) for this device's life."""
@@ -254,6 +306,7 @@ class PythonRunnerDevice:
         if job.inputs is not None:
             argv += ["--inputs", self.push(job.inputs)]
         result, report = self._runner(argv, job.timeout_s)
+        report["runner_sha256"] = self._sha256(RUNNER_PATH)
         if result.exit_code == RUNNER_EXIT_NO_RUNTIME:
             error = report["error"]
             hint = (coral.INSTALL_HINT if error.get("kind") == "edgetpu_runtime_missing"
@@ -270,7 +323,12 @@ class PythonRunnerDevice:
         return self._runner(["--telemetry"], self.probe_timeout_s)[1]["telemetry"]["before"]
 
     def fingerprint(self) -> dict[str, Any]:
-        return self._fingerprint(self.probe())
+        return self.own_keys(self._fingerprint(self.probe()))
+
+    def own_keys(self, info: dict[str, Any]) -> dict[str, Any]:
+        """What the transport knows of this very device beyond the runner's fingerprint (an SSH
+        server's host key); the runner reports its serial and machine id itself."""
+        return info
 
     @staticmethod
     def _fingerprint(report: dict[str, Any]) -> dict[str, Any]:
@@ -290,6 +348,7 @@ class PythonRunnerDevice:
     def health(self) -> Health:
         try:
             report = self.probe()
+            info = self.own_keys(self._fingerprint(report))
         except RuntimeMissing as exc:  # reachable, but no interpreter to run the runner
             return Health(reachable=True, detail=str(exc))
         except DeviceError as exc:
@@ -303,4 +362,4 @@ class PythonRunnerDevice:
             detail = "; ".join(filter(None, [detail, problem and f"Edge TPU: {problem}"]))
         return Health(reachable=True, runtime=runtime.get("name"), runtime_version=runtime.get("version"),
                       temperature_c=report["telemetry"]["before"]["temp_c"], detail=detail,
-                      fingerprint=self._fingerprint(report), edgetpu=edgetpu)
+                      fingerprint=info, edgetpu=edgetpu)

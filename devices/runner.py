@@ -188,6 +188,7 @@ def fingerprint():
             os_name = line.split("=", 1)[1].strip('"')
     model = _read("/proc/device-tree/model")
     return {
+        "serial": hardware_serial(), "machine_id": _read("/etc/machine-id") or _read("/var/lib/dbus/machine-id"),
         "machine": uname.machine, "system": uname.system, "kernel": uname.release,
         "os": os_name or "%s %s" % (uname.system, uname.release),
         "cpu_model": cpu_model or hardware or uname.processor or None,
@@ -195,6 +196,24 @@ def fingerprint():
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "hostname": uname.node, "python": platform.python_version(),
     }
+
+
+def hardware_serial():
+    """The board's own serial number where the system shows it: the device tree's (Raspberry Pi,
+    Jetson, Coral Dev Board), /proc/cpuinfo's `Serial` line (older Pi kernels), or the firmware's
+    product UUID / serial (x86; readable by root only). None elsewhere."""
+    tree = _read("/proc/device-tree/serial-number")
+    if tree and tree.rstrip("\x00").strip("0"):
+        return tree.rstrip("\x00")
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "serial" and value.strip().strip("0"):
+            return value.strip()
+    for name in ("product_uuid", "product_serial", "board_serial"):
+        value = _read("/sys/class/dmi/id/" + name)
+        if value and value.strip("0-") and value.lower() not in ("none", "not specified", "default string"):
+            return value
+    return None
 
 
 def rss_mb(field="VmRSS"):

@@ -9,7 +9,9 @@ reports is taken on the board.
 - One connection per device, reused; TCP_NODELAY (an exec costs ~5 ms instead of ~48 ms), SSH
   keep-alives and TCP_USER_TIMEOUT, so a cut link is noticed in `link_timeout_s`, not minutes.
 - Connection errors are retried with back-off (`retries`, `retry_backoff_s`); authentication,
-  host-key and command failures are not, because trying again cannot change them.
+  host-key and command failures are not, because trying again cannot change them. sshd does not
+  kill a command without a tty when its client vanishes, so the command cut off is killed over
+  the new connection before the retry (devices/orphans.py): a retry never measures beside it.
 - Files go to `workdir/<sha256><suffix>` over SFTP only when the board lacks that hash.
 - Commands are argv lists joined with `shlex.join`: no name is ever pasted into a shell line.
 """
@@ -22,10 +24,12 @@ import os
 import shlex
 import socket
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from devices import orphans
 from devices.base import ConnectionLost, Cooldown, ExecResult, PythonRunnerDevice, Reconnecting
 from harness.errors import DeviceTimeout, DeviceUnreachable, RuntimeMissing
 
@@ -89,6 +93,7 @@ class SSHDevice(Reconnecting, PythonRunnerDevice):
         self._home: str | None = None
         self._present: set[str] = set()
         self._mkdirs_done = False
+        self._orphan: orphans.Orphan | None = None  # a command not seen to end: killed before the next
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -141,6 +146,12 @@ class SSHDevice(Reconnecting, PythonRunnerDevice):
         transport = client.get_transport()
         transport.set_keepalive(max(1, int(self.config.keepalive_s)))
         return client
+
+    def own_keys(self, info: dict) -> dict:
+        """The SSH server's host key: a board's own, where two boards of one image may share
+        everything else the runner sees."""
+        key = self._with_retries("host key", lambda: self._connection().get_transport().get_remote_server_key())
+        return {**info, "host_key": key_fingerprint(key)}
 
     def _connection(self):
         if self._client is not None and self._client.get_transport() and self._client.get_transport().is_active():
@@ -244,28 +255,56 @@ class SSHDevice(Reconnecting, PythonRunnerDevice):
 
     def _run(self, argv: tuple[str, ...], timeout_s: float) -> ExecResult:
         paramiko = _paramiko()
-        # The shell prints its pid, then becomes the command (exec keeps the pid), so a command that
-        # outlives its timeout can be killed. Every argument is quoted; nothing is pasted.
-        command = f"echo {PID_MARK}$$ >&2; exec {shlex.join(argv)}"
+        name, nonce = Path(argv[0]).name, uuid.uuid4().hex[:12]
+        # The shell prints its pid, marks the environment with this command's nonce, then becomes
+        # the command (exec keeps the pid): the pid names its process group, the nonce finds it and
+        # all it started, to kill it past its timeout or after a lost connection (devices/orphans.py).
+        # Every argument is quoted; nothing is pasted.
+        command = f"echo {PID_MARK}$$ >&2; {orphans.export(nonce)}; exec {shlex.join(argv)}"
+        orphan = orphans.Orphan(name, nonce)
         started = time.monotonic()
         try:
             transport = self._connection().get_transport()
             channel = transport.open_session(timeout=self.config.connect_timeout_s)
+            self._orphan = orphan  # from here on it may run on the board until it is seen to end
             channel.exec_command(command)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectionLost(f"cannot start a command: {exc}") from exc
         out, err = bytearray(), bytearray()
+        try:
+            code = self._collect(channel, orphan, started, timeout_s, out, err)
+        except ConnectionLost:
+            # sshd does not kill a command without a tty when its client goes: it may still run,
+            # and is killed (by its pid when that line came, else by its nonce) before the next try
+            self._orphan = replace(orphan, leader=self._remote_pid(channel, err))
+            raise
+        finally:
+            channel.close()
+        self._orphan = None
+        stderr = err.decode(errors="replace")
+        lines = stderr.splitlines(keepends=True)
+        if lines and lines[0].startswith(PID_MARK):
+            stderr = "".join(lines[1:])
+        return ExecResult(argv, code, out.decode(errors="replace"), stderr, time.monotonic() - started)
+
+    def _collect(self, channel, orphan: orphans.Orphan, started: float, timeout_s: float, out: bytearray,
+                 err: bytearray) -> int:
+        """Read a command's stdout and stderr into `out` and `err` until it ends; its exit status.
+        ConnectionLost when the connection dies first; DeviceTimeout past `timeout_s` (killed)."""
+        transport = channel.get_transport()
         deadline = started + timeout_s
-        name = Path(argv[0]).name
 
         def check() -> None:
             while channel.recv_stderr_ready():
                 err.extend(channel.recv_stderr(1 << 16))
             if not transport.is_active():
-                raise ConnectionLost(f"connection lost while {name} ran (after {time.monotonic() - started:.1f} s)")
+                raise ConnectionLost(f"connection lost while {orphan.name} ran "
+                                     f"(after {time.monotonic() - started:.1f} s)")
             if time.monotonic() > deadline:
-                self._kill(err)
-                raise DeviceTimeout(f"{self.name}: {name} ran past its {timeout_s:g} s timeout")
+                self._orphan = replace(orphan, leader=self._remote_pid(channel, err),
+                                       why=f"past its {timeout_s:g} s timeout")
+                self._reap_now()
+                raise DeviceTimeout(f"{self.name}: {orphan.name} ran past its {timeout_s:g} s timeout")
 
         try:
             # Blocking reads wake as soon as data, EOF or the exit status arrives; the short
@@ -290,32 +329,59 @@ class SSHDevice(Reconnecting, PythonRunnerDevice):
                 while transport.is_active() and time.monotonic() < settle:
                     time.sleep(0.05)
                 if not transport.is_active():
-                    raise ConnectionLost(f"connection lost while {name} ran "
-                                          f"(after {time.monotonic() - started:.1f} s)")
+                    raise ConnectionLost(f"connection lost while {orphan.name} ran "
+                                         f"(after {time.monotonic() - started:.1f} s)")
                 err += b"\n(the command ended without an exit status: killed by a signal)\n"
         except (OSError, EOFError) as exc:
-            raise ConnectionLost(f"connection lost while {name} ran: {exc}") from exc
-        finally:
-            channel.close()
-        stderr = err.decode(errors="replace")
-        lines = stderr.splitlines(keepends=True)
-        if lines and lines[0].startswith(PID_MARK):
-            stderr = "".join(lines[1:])
-        return ExecResult(argv, code, out.decode(errors="replace"), stderr, time.monotonic() - started)
+            raise ConnectionLost(f"connection lost while {orphan.name} ran: {exc}") from exc
+        return code
 
-    def _kill(self, err: bytearray) -> None:
-        """Kill a timed-out command and what it started: sshd makes each session's shell a session
-        and process-group leader, and `exec` keeps its pid, so that pid names the group."""
+    @staticmethod
+    def _remote_pid(channel, err: bytearray) -> str | None:
+        """The command's pid, from its shell's first stderr line if that arrived (paramiko keeps
+        what it received buffered after the connection died). sshd makes each session's shell a
+        session and process-group leader, and `exec` keeps its pid, so that pid names the group."""
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(1 << 16)
         first = err.split(b"\n", 1)[0].decode(errors="replace")
-        if not first.startswith(PID_MARK) or not first[len(PID_MARK):].isdigit():
+        pid = first[len(PID_MARK):]
+        return pid if first.startswith(PID_MARK) and pid.isdigit() else None
+
+    def _reap_orphans(self) -> None:
+        """Kill the command that a lost connection (or a failed timeout kill) left running, with
+        everything it started, before anything else runs on the board (devices/orphans.py)."""
+        orphan = self._orphan
+        if orphan is None:
             return
+        command = shlex.join(["sh", "-c", orphans.SCRIPT, "harness-reap", orphan.nonce, orphan.leader or ""])
         try:
-            channel = self._connection().get_transport().open_session(timeout=self.config.connect_timeout_s)
-            channel.exec_command(shlex.join(["kill", "-KILL", "--", f"-{first[len(PID_MARK):]}"]))
-            channel.recv_exit_status()
-            channel.close()
-        except (OSError, EOFError, ConnectionLost, DeviceUnreachable, _paramiko().SSHException) as exc:
-            self.log(f"{self.name}: could not kill the timed-out command: {exc}")
+            output = self._housekeeping(command, 2 * orphans.WAIT_S + self.config.link_timeout_s)
+        except ConnectionLost as exc:
+            raise ConnectionLost(orphans.cannot_kill(orphan, exc)) from exc
+        message = orphans.outcome(self.name, orphan, output)
+        self._orphan = None
+        self.log(message)
+
+    def _housekeeping(self, command: str, timeout_s: float) -> str:
+        """The stdout of a short command of the harness's own, over the current connection.
+        ConnectionLost when the connection fails, or the command does not end in `timeout_s`."""
+        paramiko = _paramiko()
+        out = bytearray()
+        try:
+            transport = self._connection().get_transport()
+            channel = transport.open_session(timeout=self.config.connect_timeout_s)
+            try:
+                channel.settimeout(timeout_s)
+                channel.exec_command(command)
+                while chunk := channel.recv(1 << 16):
+                    out += chunk
+            finally:
+                channel.close()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
+        if orphans.STATUS.encode() not in out and not transport.is_active():
+            raise ConnectionLost("the connection closed")
+        return out.decode(errors="replace")
 
     # -- the runtime ----------------------------------------------------------------------------
 

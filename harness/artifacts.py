@@ -6,6 +6,9 @@ versions). Computing a key needs no TensorFlow, so a sweep whose artifacts all e
     <root>/artifacts/<variant key>.tflite + .json (status, reason, sizes, sparsity, provenance)
     <root>/references/<fp32 sha256>-<eval sha256>.npy   fp32 outputs on the host, for fidelity
     <root>/logs/build-<source key>.log                  the build worker's stderr
+    <root>/measured/<sha256>.tflite                     every model a sweep measured, by content
+                                                        (a hard link where it can be), for
+                                                        `harness gate --confirm` to measure again
 """
 
 from __future__ import annotations
@@ -103,6 +106,36 @@ class Cache:
 
     def reference_path(self, fp32_sha256: str, eval_sha256: str) -> Path:
         return self.root / "references" / f"{fp32_sha256[:24]}-{eval_sha256[:24]}.npy"
+
+    def measured(self, sha256: str) -> Path | None:
+        """The model a sweep measured with this sha256, if the cache still holds it."""
+        path = self.root / "measured" / f"{sha256}.tflite"
+        return path if path.is_file() else None
+
+    def keep_measured(self, path: Path, sha256: str) -> Path:
+        """Keep the model about to be measured under its sha256, so a later confirmation measures
+        these very bytes even when a given file was changed since: a hard link to the cache's own
+        files (written once, replaced whole, never changed in place), a copy of anything else.
+        Returns the kept path."""
+        kept = self.root / "measured" / f"{sha256}.tflite"
+        if kept.is_file():
+            return kept
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=f".{sha256[:12]}.")
+        os.close(fd)
+        os.unlink(tmp)
+        try:
+            try:
+                if not Path(path).resolve().is_relative_to(self.root.resolve()):
+                    raise OSError("not the cache's own file")
+                os.link(path, tmp)
+            except OSError:  # a user's file, another file system, or links not allowed: copy
+                _atomic_write(Path(tmp), Path(path).read_bytes())
+            os.replace(tmp, kept)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return kept
 
     def _artifact(self, key: str) -> tuple[Path, Path]:
         return self.root / "artifacts" / f"{key}.tflite", self.root / "artifacts" / f"{key}.json"

@@ -146,7 +146,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids = [store.resolve_run(args.run)]
         runs = [(store.run(run_id), store.cells(run_id)) for run_id in ids]
         if args.samples:
-            frame = export.sample_rows(runs, store.samples)
+            frame = export.sample_rows(runs, store.launch_samples)
         else:
             frame = export.metric_rows(runs, UNITS)
     finally:
@@ -157,22 +157,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sampled(store, run_id: str, history_runs: int = 0) -> list:
-    """A run's cells as the gate sees them, with their raw timings and, with `history_runs`, the
-    p50 of each in up to that many earlier runs (for its run-to-run spread)."""
-    from harness.gate import Sampled
-
-    earlier = store.p50_history(run_id, history_runs)
-    found = []
-    for cell in store.cells(run_id):
-        runtime = " ".join(x for x in (cell["runtime_name"], cell["runtime_version"]) if x) or None
-        found.append(Sampled(cell["device_name"], cell["device_fingerprint"], cell["model"], cell["variant"],
-                             cell["delegate"], cell["threads"], cell["status"], cell["reason"], runtime,
-                             store.samples(cell["id"])))
-        found[-1].history = earlier.get(found[-1].key(), [])
-    return found
-
-
 def _write_atomically(path: str, text: str) -> Path:
     from harness.files import atomic_path
 
@@ -180,52 +164,6 @@ def _write_atomically(path: str, text: str) -> Path:
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return out
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    from harness import gate
-    from harness.store import Store
-
-    settings = gate.Settings(threshold=args.threshold, alpha=args.alpha, min_samples=args.min_samples)
-    for option, problem in settings.problems():
-        raise ConfigError("command line", option, problem)
-    store = Store.open_existing(args.db)
-    try:
-        base_id, tag = store.resolve_baseline(args.baseline)
-        try:
-            cand_id = store.resolve_run(args.candidate)
-        except ConfigError as exc:
-            raise ConfigError(exc.source, "--candidate", exc.message) from None
-        if cand_id == base_id:
-            raise ConfigError(args.db, "--candidate", f"is the baseline run itself ({base_id})")
-        baseline, candidate = _sampled(store, base_id), _sampled(store, cand_id, args.history_runs)
-    finally:
-        store.close()
-    for name, run_id, cells in (("--baseline", base_id, baseline), ("--candidate", cand_id, candidate)):
-        if not any(c.status == "ok" and len(c.samples) for c in cells):
-            raise ConfigError(args.db, name, f"run {run_id} has no measured cells ({len(cells)} cells, none ok "
-                                             "with timings): nothing to compare")
-    verdicts = gate.compare(baseline, candidate, settings)
-    if not any(v.ratio is not None or v.verdict == "inconclusive" for v in verdicts):
-        raise ConfigError(args.db, None, f"runs {base_id} and {cand_id} share no comparable cell (same device "
-                                         "fingerprint, model, variant, delegate, threads and runtime)")
-    base_name = f"{tag} ({base_id})" if tag else base_id
-    table = gate.markdown(verdicts, base_name, cand_id, settings)
-    sys.stdout.write(table)
-    if args.markdown:
-        print(f"harness: markdown: {_write_atomically(args.markdown, table)}", file=sys.stderr)
-    if args.junit:
-        xml = gate.junit(verdicts, base_name, cand_id, args.strict)
-        print(f"harness: junit: {_write_atomically(args.junit, xml)}", file=sys.stderr)
-    bad = gate.failing(verdicts, args.strict)
-    counts = ", ".join(f"{n} {name}" for name, n in gate.counts(verdicts).items() if n)
-    if bad:
-        print(f"\nGATE FAILED: {counts}", file=sys.stderr)
-        for v in bad:
-            print(f"  {v.verdict}: {v.label()}: {v.reason}", file=sys.stderr)
-        return 1
-    print(f"\ngate passed: {counts}", file=sys.stderr)
-    return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -311,7 +249,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return _trust(inventory, args.trust)
     from devices import coral
 
-    rows = [("device", "transport", "reachable", "runtime", "edge tpu", "fingerprint", "board", "os", "cpu",
+    from devices.base import device_identity
+
+    rows = [("device", "transport", "reachable", "runtime", "edge tpu", "identity", "board", "os", "cpu",
              "kernel", "governor", "temp")]
     notes = []
     for config in inventory.devices:
@@ -333,7 +273,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
         if getattr(config, "accelerator", None) == "edgetpu" and health.reachable:
             state, problem = coral.describe(health.edgetpu)
             edgetpu = f"{state}{mark if problem else ''}"
-        rows.append((config.name, config.transport, reachable, runtime, edgetpu, fp.get("fingerprint_id", "—"),
+        identity = device_identity(fp, config.name) if fp.get("fingerprint_id") else "—"
+        rows.append((config.name, config.transport, reachable, runtime, edgetpu, identity,
                      fp.get("device_model") or "—", fp.get("os") or "—",
                      f"{fp.get('cpu_model', '—')} × {fp.get('cores', '—')}" if fp else "—",
                      f"{fp.get('machine', '')} {fp.get('kernel', '')}".strip() or "—", fp.get("governor") or "—",
@@ -447,30 +388,9 @@ def parser() -> argparse.ArgumentParser:
     db(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("gate", help="fail when a candidate run is slower than a baseline",
-                       description="Compare every cell of the candidate run with the baseline's cell of the same "
-                                   "device fingerprint, model, variant, delegate and threads: regression when a "
-                                   "one-sided Mann-Whitney U test on the raw timings gives p < alpha and the ratio "
-                                   "of medians exceeds 1 + threshold. Prints a markdown table. Exit 0: no "
-                                   "regression; 1: a regression (or, with --strict, any cell not shown "
-                                   "unchanged); 2: an error (unknown or empty run, nothing comparable).")
-    p.add_argument("--baseline", required=True, help="a baseline tag (`harness baseline set`), a run id or prefix")
-    p.add_argument("--candidate", default="latest", help="run id, prefix or 'latest' (default)")
-    db(p)
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="smallest slowdown that counts, as a fraction of the baseline median (default 0.05)")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance of the one-sided test (default 0.01)")
-    p.add_argument("--min-samples", type=int, default=10,
-                   help="fewer timings than this on a side make a cell inconclusive (default 10)")
-    p.add_argument("--history-runs", type=int, default=10, metavar="N",
-                   help="estimate each cell's run-to-run spread from its p50 in up to N runs before the "
-                        "candidate (same device fingerprint; needs 3); a change within that noise is "
-                        "inconclusive, not a regression (default 10; 0: within-run statistics only)")
-    p.add_argument("--strict", action="store_true",
-                   help="also fail on inconclusive and not comparable cells (a cell that failed, a new runtime)")
-    p.add_argument("--markdown", metavar="PATH", help="also write the table here")
-    p.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per cell, for CI systems")
-    p.set_defaults(func=cmd_gate)
+    from harness.gate_cli import add_gate_parser
+
+    add_gate_parser(sub, db)
 
     p = sub.add_parser("baseline", help="name runs to gate against: set, list, remove",
                        description="A baseline tag names a run (e.g. release-1.4), so a gate can say "

@@ -3,7 +3,8 @@
 - metrics: one row per cell and metric (cells x metrics), with the provenance of the run, the
   device and the cell on every row; a cell with no metric at all (a failed conversion) still has
   one row, its metric empty, so that its status and reason are not lost;
-- samples: one row per timed run: the cell's keys, `seq` (run order) and `latency_us`.
+- samples: one row per timed run: the cell's keys, `launch` (which runner launch of the cell),
+  `seq` (run order within the launch) and `latency_us`.
 
 CSV for anything, Parquet (pyarrow) for size and types: a quick sweep's samples are ~10^6 rows."""
 
@@ -16,12 +17,12 @@ import numpy as np
 
 RUN_COLUMNS = ("run_id", "run_started_at", "plan_name", "plan_sha256", "git_commit", "git_dirty", "harness_version",
                "host")
-CELL_COLUMNS = ("device", "device_fingerprint", "model", "variant", "delegate", "threads", "status", "reason",
+CELL_COLUMNS = ("device", "device_identity", "device_fingerprint", "model", "variant", "delegate", "threads", "status", "reason",
                 "runtime_name", "runtime_version", "artifact_sha256", "accuracy_source", "temp_before_c",
                 "temp_after_c", "started_at", "finished_at")
 METRIC_COLUMNS = RUN_COLUMNS + CELL_COLUMNS + ("metric", "value", "unit")
-SAMPLE_COLUMNS = ("run_id", "device", "device_fingerprint", "model", "variant", "delegate", "threads", "seq",
-                  "latency_us")
+SAMPLE_COLUMNS = ("run_id", "device", "device_identity", "device_fingerprint", "model", "variant", "delegate",
+                  "threads", "launch", "seq", "latency_us")
 FORMATS = ("csv", "parquet")
 
 
@@ -54,19 +55,23 @@ def metric_rows(runs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]], uni
     return frame
 
 
-def sample_rows(runs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]], samples_of):
-    """A DataFrame of every timed run of the given (run, cells) pairs; `samples_of(cell_id)` gives a
-    cell's timings in run order."""
+def sample_rows(runs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]], launch_samples_of):
+    """A DataFrame of every timed run of the given (run, cells) pairs; `launch_samples_of(cell_id)`
+    gives a cell's timings, one array per launch, in launch order."""
     import pandas as pd
 
     parts = []
     for run, cells in runs:
         for cell in cells:
-            x = np.asarray(samples_of(cell["id"]), dtype=np.float64)
-            if not x.size:
+            per_launch = [np.asarray(x, dtype=np.float64) for x in launch_samples_of(cell["id"])]
+            if not sum(x.size for x in per_launch):
                 continue
-            part = pd.DataFrame({"seq": np.arange(x.size, dtype=np.int64), "latency_us": x})
+            part = pd.DataFrame({
+                "launch": np.concatenate([np.full(x.size, i, dtype=np.int64) for i, x in enumerate(per_launch)]),
+                "seq": np.concatenate([np.arange(x.size, dtype=np.int64) for x in per_launch]),
+                "latency_us": np.concatenate(per_launch)})
             for key, value in (("run_id", run["id"]), ("device", cell["device_name"]),
+                               ("device_identity", cell.get("device_identity")),
                                ("device_fingerprint", cell["device_fingerprint"]), ("model", cell["model"]),
                                ("variant", cell["variant"]), ("delegate", cell["delegate"]),
                                ("threads", int(cell["threads"]))):
@@ -75,7 +80,7 @@ def sample_rows(runs: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]], sam
     if not parts:
         return pd.DataFrame({c: [] for c in SAMPLE_COLUMNS})
     frame = pd.concat(parts, ignore_index=True)
-    for key in ("run_id", "device", "device_fingerprint", "model", "variant", "delegate"):
+    for key in ("run_id", "device", "device_identity", "device_fingerprint", "model", "variant", "delegate"):
         frame[key] = frame[key].astype("category")  # a million rows repeat a few hundred cells' keys
     return frame
 

@@ -1,51 +1,62 @@
-"""The gate: is the candidate run slower than the baseline? Pure: cells and samples in, verdicts
-and their renderings (a markdown table, JUnit XML) out; no store, no device, no files.
+"""The gate: is the candidate run slower than the baseline? Pure: cells and their launches in,
+verdicts out; no store, no device (harness/confirm.py measures, harness/gate_report.py renders).
 
-Cells are matched by (device fingerprint, model, variant, delegate, threads): the same model on
-the same hardware and software, whatever the inventory calls the device. For each matched pair:
+Noise comes in levels. Invokes inside one process share its allocation, cache layout and thread
+placement: they move together, so they are not independent samples. Each launch (a fresh
+process) lands at its own level; each run (a night: neighbours, thermal state, clocks) at
+another. The gate therefore counts launches: a cell's evidence is the log of each launch's
+median (benchmark_model: its average), never its pooled invokes. Interference only ever slows a
+launch, and on a shared machine it slows some launches as a whole (on this project's VM, 28 % of
+launches by 16-65 %): a launch more than `interference` above its side's 10th percentile is left
+out as interfered, and the row says how many were.
 
-- `regression`: a one-sided Mann-Whitney U test says the candidate's timings are larger
-  (p < alpha) **and** the ratio of medians candidate/baseline exceeds 1 + threshold;
-- `improvement`: likewise the other way (p < alpha and ratio below 1 - threshold);
-- `inconclusive`: too few samples on a side, or neither of the above while the bootstrap
-  interval of the ratio still reaches past a threshold (too noisy to rule a change out);
-- `unchanged`: neither, and the interval lies within the thresholds;
-- `not comparable`: listed, never compared: the runtime (name or version) differs, the device
-  with that name has another fingerprint, the cell failed or has no samples on a side, or it
-  is in one run only.
+Cells are matched by device identity (fingerprint + serial, host key or machine id: two boards
+of one image are never pooled; a renamed entry of the same board is matched and said so), model,
+variant, delegate and threads. For each pair, the first pass:
 
-Requiring both the test and the effect size is what keeps 50,000 samples from flagging a 0.3 %
-shift, and keeps 10 noisy samples from flagging anything at all.
+- compares the clean launches' means of log latency with Welch's t-test; where the store holds >= 3
+  earlier runs of the cell on that device, their spread adds the run-to-run level (variance
+  between run means beyond what their launches explain, around the levels step detection finds);
+- adjusts the one-sided p-values across every compared cell with Holm's step-down method, so
+  the night's chance of calling any unchanged cell slower stays under alpha (family-wise);
+- `regression`: adjusted p < alpha **and** ratio of geometric means > 1 + threshold;
+  `improvement` the other way; `unchanged`: the (1 - alpha) interval of the ratio lies within
+  the thresholds; `inconclusive` otherwise, with the smallest slowdown the evidence could have
+  caught (`detectable`, at the Bonferroni level alpha / m and the gate's power);
+- `not comparable`: another identity or runtime, a failed cell, a cell in one run only.
 
-The test sees only the noise within each run. Many devices also move from run to run (another
-tenant, the thermal state, a frequency table): on this project's 2-core VM, two identical quick
-sweeps differed by a median 3 % with quartiles at -15 % and +8 %, every cell "significant".
-Where the store holds earlier runs of the same configuration on the same fingerprint, their p50s
-give that run-to-run spread (sigma of log p50 around its levels): a change it explains at the
-gate's alpha, one-sided, is `inconclusive`, with the spread in the reason, never a regression."""
+With confirmation (harness/confirm.py) the regression and inconclusive cells are measured again
+now, baseline and candidate artifacts interleaved, and only a confirmed slowdown fails the gate;
+where both runs measured the same bytes with the same runner and runtime, a difference can only
+be the device's, and the verdict says `device changed`."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
-from xml.etree import ElementTree
 
 import numpy as np
 
 from harness import stats
+from harness.noise import INTERFERENCE, interfered
 
-VERDICTS = ("regression", "improvement", "unchanged", "inconclusive", "not comparable")
+VERDICTS = ("regression", "improvement", "device changed", "unchanged", "inconclusive", "not comparable")
 
 
 @dataclass(frozen=True)
 class Settings:
-    threshold: float = 0.05  # a change smaller than this fraction of the median is not one
-    alpha: float = 0.01  # significance of the one-sided test, and 1 - confidence of the interval
-    min_samples: int = 10  # fewer timings than this on a side: inconclusive
-    resamples: int = 2000  # bootstrap replicates for the interval of the ratio
-    seed: int = 0
+    threshold: float = 0.05  # a change smaller than this fraction is not one
+    alpha: float = 0.01  # the night's family-wise error rate (Holm), and 1 - confidence of intervals
+    min_launches: int = 2  # fewer launches free of interference than this on a side: inconclusive
     min_history: int = 3  # earlier runs needed to estimate a cell's run-to-run spread
+    catch: float | None = None  # the slowdown confirmation must not miss (default 3 x threshold)
+    power: float = 0.95  # the probability `detectable` and confirmation's futility stop are stated at
+    interference: float = INTERFERENCE  # a launch this far above its side's 10th percentile is left out
+
+    @property
+    def target(self) -> float:
+        return self.catch if self.catch is not None else 3.0 * self.threshold
 
     def problems(self) -> list[tuple[str, str]]:
         """(option, what is wrong with it) for every setting out of range."""
@@ -54,8 +65,12 @@ class Settings:
             found.append(("--threshold", f"must be between 0 and 1 (a fraction: 0.05 is 5 %), not {self.threshold:g}"))
         if not 0.0 < self.alpha < 0.5:
             found.append(("--alpha", f"must be between 0 and 0.5, not {self.alpha:g}"))
-        if self.min_samples < 2:
-            found.append(("--min-samples", f"must be at least 2, not {self.min_samples}"))
+        if self.min_launches < 2:
+            found.append(("--min-launches", f"must be at least 2, not {self.min_launches}"))
+        if self.catch is not None and not self.threshold <= self.catch < 1.0:
+            found.append(("--catch", f"must be at least --threshold ({self.threshold:g}) and below 1, not {self.catch:g}"))
+        if not 0.0 <= self.interference < 10.0:
+            found.append(("--interference", f"must be a fraction >= 0 (0: keep every launch), not {self.interference:g}"))
         return found
 
 
@@ -64,6 +79,7 @@ class Sampled:
     """One cell of a run, as the gate sees it."""
 
     device: str
+    identity: str | None
     fingerprint: str | None
     model: str
     variant: str
@@ -72,14 +88,19 @@ class Sampled:
     status: str = "ok"
     reason: str | None = None
     runtime: str | None = None  # "name version" of the runtime that measured it
-    samples: np.ndarray = field(default_factory=lambda: np.empty(0))
-    history: Sequence[float] = ()  # p50 of this configuration in earlier runs (same fingerprint)
+    launches: np.ndarray = field(default_factory=lambda: np.empty(0))  # each launch's median (us)
+    artifact: str | None = None  # sha256 of what was measured
+    runner: str | None = None  # sha256 of the runner (runner.py, or benchmark_model)
+    protocol: str | None = None
+    options: dict | None = None  # the delegate options it ran with (NNAPI accelerator, Edge TPU)
+    history: Sequence[Sequence[float]] = ()  # launch medians of this cell in earlier runs, newest first
+    cell_id: int | None = None
 
     def config(self) -> tuple[str, str, str, int]:
         return (self.model, self.variant, self.delegate, self.threads)
 
     def key(self) -> tuple:
-        return (self.fingerprint, *self.config())
+        return (self.identity, *self.config())
 
 
 @dataclass
@@ -89,18 +110,30 @@ class Verdict:
     variant: str
     delegate: str
     threads: int
-    fingerprint: str | None
+    identity: str | None
     verdict: str
     reason: str
-    n_baseline: int = 0
+    n_baseline: int = 0  # clean launches (or, confirmed, clean pairs)
     n_candidate: int = 0
-    baseline_median_us: float | None = None
+    interfered: tuple[int, int] = (0, 0)  # launches left out as slowed by interference, each side
+    baseline_median_us: float | None = None  # geometric mean of the launch medians
     candidate_median_us: float | None = None
     ratio: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    p_value: float | None = None  # of the one-sided test in the direction the medians moved
-    run_sigma: float | None = None  # run-to-run spread of log p50 from earlier runs, if known
+    p_value: float | None = None  # one-sided, in the direction the means moved, before adjustment
+    p_adjusted: float | None = None  # Holm over the compared cells (or over the confirmed ones)
+    detectable: float | None = None  # smallest slowdown the evidence would have caught (fraction)
+    run_sigma: float | None = None  # run-to-run spread from earlier runs, if known
+    se: float | None = None  # standard error of the log ratio (first pass)
+    decided_by: str = "first pass"
+    identical: bool = False  # same artifact, runner, runtime and protocol in both runs
+    renamed_from: str | None = None  # the baseline's name for this device, when it was another
+    first_pass: str | None = None  # the first pass's verdict, when confirmation changed it
+    p_slower: float | None = None
+    p_faster: float | None = None
+    baseline: Sampled | None = field(default=None, repr=False)
+    candidate: Sampled | None = field(default=None, repr=False)
 
     def label(self) -> str:
         return f"{self.model} {self.variant} on {self.device} {self.delegate} {self.threads}t"
@@ -108,157 +141,309 @@ class Verdict:
 
 @dataclass(frozen=True)
 class RunNoise:
-    """A configuration's run-to-run spread: sigma of log p50 around its levels, and the degrees of
-    freedom that estimate has."""
+    """A cell's run-to-run spread: sigma of a run's log mean beyond its launches' spread, and the
+    degrees of freedom of that estimate."""
 
     sigma: float
     dof: int
     runs: int
 
 
-def run_noise(p50s: Sequence[float], min_history: int = 3) -> RunNoise | None:
-    """The run-to-run spread of a configuration from its p50 in earlier runs (newest first, as
-    Store.p50_history gives them): the pooled standard deviation of log p50 around the levels that
-    `stats.detect_steps` finds, so a run that moved for good is a new level, not noise. None with
-    fewer than `min_history` runs."""
-    values = [v for v in reversed(list(p50s)) if v and v > 0]
-    if len(values) < max(3, min_history):
+def run_noise(history: Sequence[Sequence[float]], min_history: int = 3,
+              interference: float = INTERFERENCE) -> RunNoise | None:
+    """The run-to-run level of a cell from its launches in earlier runs (newest first): the variance
+    of the runs' clean means around the levels `stats.detect_steps` finds (a run that moved for good
+    is a new level, not noise), minus the part their launches explain. None with fewer than
+    `min_history` runs."""
+    runs = [np.log(np.asarray(r, dtype=np.float64)) for r in reversed(list(history)) if len(r)]
+    runs = [r[~interfered(r, interference)] for r in runs if np.all(np.isfinite(r))]
+    if len(runs) < max(3, min_history):
         return None
-    y = np.log(np.asarray(values, dtype=np.float64))
-    cuts = [0, *stats.detect_steps(values), len(y)]
-    dof = len(y) - (len(cuts) - 1)
+    means = np.array([r.mean() for r in runs])
+    cuts = [0, *stats.detect_steps(np.exp(means).tolist()), len(means)]
+    dof = len(means) - (len(cuts) - 1)
     if dof < 1:
         return None
-    residuals = np.concatenate([y[a:b] - y[a:b].mean() for a, b in zip(cuts, cuts[1:])])
-    return RunNoise(float(math.sqrt(np.sum(residuals ** 2) / dof)), dof, len(values))
+    residuals = np.concatenate([means[a:b] - means[a:b].mean() for a, b in zip(cuts, cuts[1:])])
+    between = float(np.sum(residuals ** 2)) / dof
+    within_dof = sum(r.size - 1 for r in runs)
+    if within_dof > 0:  # a single-launch history (older stores) cannot tell launch from run noise
+        within = sum(float(np.sum((r - r.mean()) ** 2)) for r in runs) / within_dof
+        between = max(0.0, between - within / float(np.mean([r.size for r in runs])))
+    return RunNoise(math.sqrt(between), dof, len(runs))
 
 
-def judge(baseline: np.ndarray, candidate: np.ndarray, settings: Settings,
-          noise: RunNoise | None = None) -> tuple[str, str, dict]:
-    """The verdict on two sets of timings of one configuration: (verdict, reason, statistics).
-    `noise`: the configuration's run-to-run spread, when earlier runs tell it."""
-    nb, nc = len(baseline), len(candidate)
-    found: dict = {"n_baseline": nb, "n_candidate": nc}
-    if nb:
-        found["baseline_median_us"] = stats.median(baseline)
-    if nc:
-        found["candidate_median_us"] = stats.median(candidate)
-    if min(nb, nc) < settings.min_samples:
-        return "inconclusive", (f"too few samples: baseline {nb}, candidate {nc} "
-                                f"(--min-samples {settings.min_samples} a side)"), found
-    base_med, cand_med = found["baseline_median_us"], found["candidate_median_us"]
-    if not base_med > 0 or not math.isfinite(cand_med):
-        return "inconclusive", f"baseline median {base_med:g} us: no ratio to take", found
-    ratio = cand_med / base_med
-    low, high = stats.ratio_ci(baseline, candidate, 1.0 - settings.alpha, settings.resamples, settings.seed)
-    slower = ratio >= 1.0
-    p = stats.mann_whitney_p(baseline, candidate, "greater" if slower else "less")
-    found.update(ratio=ratio, ci_low=low, ci_high=high, p_value=p)
-    up, down = 1.0 + settings.threshold, 1.0 - settings.threshold
-    level = f"{100 * (1 - settings.alpha):g} %"
-    change = f"{abs(ratio - 1):.1%} {'slower' if slower else 'faster'}"
-    shown = _p(p)
-    shown = f"p {shown}" if shown.startswith("<") else f"p = {shown}"
-    medians = f"median {_ms(base_med)} -> {_ms(cand_med)}"
-    found["run_sigma"] = noise.sigma if noise else None
-    # two runs, each off by the run-to-run spread: their log ratio has sigma * sqrt(2); sigma is an
-    # estimate with `dof` degrees of freedom, hence Student's t rather than the normal quantile
-    explained = noise is not None and abs(math.log(ratio)) <= _t(settings.alpha, noise.dof) * math.sqrt(2.0) * noise.sigma
-    moved = (slower and p < settings.alpha and ratio > up) or (not slower and p < settings.alpha and ratio < down)
-    spread = f"{math.expm1(noise.sigma):.1%} (sigma over {noise.runs} earlier runs)" if noise else ""
-    if moved and explained:
-        return "inconclusive", (f"{change} ({medians}), {shown}, but this cell's p50 moves {spread} from run to run: "
-                                f"one run a side cannot tell this from that noise at alpha {settings.alpha:g}"), found
-    if moved:
-        kind = "regression" if slower else "improvement"
-        beyond = (f"; beyond run-to-run noise of {spread}" if noise is not None else
-                  "; run-to-run noise unknown (too few earlier runs)")
-        return kind, (f"{change} ({medians}), {shown}, alpha {settings.alpha:g}, "
-                      f"beyond the {settings.threshold:.0%} threshold{beyond}"), found
-    if high > up or low < down:
-        return "inconclusive", (f"{change}, {shown}: the {level} interval of the ratio [{low:.3f}, {high:.3f}] "
-                                f"reaches past {down:.2f}..{up:.2f}, too noisy to decide"), found
-    return "unchanged", (f"{change}, {shown}; the {level} interval of the ratio [{low:.3f}, {high:.3f}] "
-                         f"lies within {down:.2f}..{up:.2f}"), found
+@dataclass
+class Evidence:
+    """The first pass's statistics of one pair of cells (log scale inside, ratios outside)."""
+
+    n_b: int  # clean launches
+    n_c: int
+    dropped_b: int  # interfered launches left out
+    dropped_c: int
+    base_us: float
+    cand_us: float
+    ratio: float
+    se: float
+    dof: float
+    p_slower: float
+    p_faster: float
+    noise: RunNoise | None
 
 
-def _t(alpha: float, dof: int) -> float:
+def _t(q: float, dof: float) -> float:
     from scipy.stats import t
 
-    return float(t.ppf(1.0 - alpha, dof))
+    return float(t.ppf(q, dof))
+
+
+def clean(launches: np.ndarray, interference: float = INTERFERENCE) -> tuple[np.ndarray, int]:
+    """(log centers of the launches interference did not slow, how many were left out)."""
+    x = np.log(np.asarray(launches, dtype=np.float64))
+    bad = interfered(x, interference)
+    return x[~bad], int(bad.sum())
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A device's typical launch variance (log scale) and how much it tells about one cell: its
+    weight in degrees of freedom (infinite when every cell is as noisy as the rest)."""
+
+    variance: float
+    dof: float
+
+
+def device_prior(cells: Sequence[tuple[np.ndarray, np.ndarray]]) -> Prior | None:
+    """The prior of Smyth's moderated t (limma, 2004) from a device's cells, each given as its two
+    sides' clean log launches: the cells' pooled within-run variances s2 (d degrees of freedom) are
+    modelled as scaled inverse chi-square draws around a prior variance with d0 degrees of freedom;
+    the mean and spread of log s2, less what chi2_d alone gives, estimate both. None with fewer
+    than three cells with a variance."""
+    from scipy.special import digamma, polygamma
+
+    found = []
+    for x, y in cells:
+        dof = max(0, x.size - 1) + max(0, y.size - 1)
+        ss = sum(float(np.sum((z - z.mean()) ** 2)) for z in (x, y) if z.size)
+        if dof > 0 and ss > 0:
+            found.append((ss / dof, dof))
+    if len(found) < 3:
+        return None
+    s2, d = np.array([f[0] for f in found]), np.array([f[1] for f in found], dtype=np.float64)
+    z = np.log(s2) - digamma(d / 2.0) + np.log(d / 2.0)
+    excess = float(np.mean((z - z.mean()) ** 2) * len(z) / (len(z) - 1) - np.mean(polygamma(1, d / 2.0)))
+    d0 = 2.0 * _trigamma_inverse(excess) if excess > 0 else math.inf
+    shift = 0.0 if math.isinf(d0) else float(digamma(d0 / 2.0) - math.log(d0 / 2.0))
+    return Prior(float(math.exp(z.mean() + shift)), d0)
+
+
+def _trigamma_inverse(y: float) -> float:
+    """x with trigamma(x) = y (Newton's iteration, as limma's trigammaInverse)."""
+    from scipy.special import polygamma
+
+    if y > 1e7:
+        return 1.0 / math.sqrt(y)
+    if y < 1e-6:
+        return 1.0 / y
+    x = 0.5 + 1.0 / y
+    for _ in range(50):
+        tri = float(polygamma(1, x))
+        step = tri * (1.0 - tri / y) / float(polygamma(2, x))
+        x += step
+        if -step / x < 1e-8:
+            break
+    return x
+
+
+def evidence(x: np.ndarray, y: np.ndarray, dropped: tuple[int, int] = (0, 0), noise: RunNoise | None = None,
+             prior: Prior | None = None) -> Evidence:
+    """The moderated t comparison of two sides' clean log launch medians (`clean`): their pooled
+    variance shrunk toward the device's (`device_prior`: five launches cannot say on their own how
+    noisy a cell is, a night of cells on the device can), with the run-to-run level added when
+    known (each run is off by it: the difference of two runs carries it twice)."""
+    from scipy.stats import t as student
+
+    dof_own = max(0, x.size - 1) + max(0, y.size - 1)
+    own = (float(np.sum((x - x.mean()) ** 2)) + float(np.sum((y - y.mean()) ** 2))) / dof_own if dof_own else 0.0
+    if prior is None:
+        pooled, dof_launch = own, float(max(1, dof_own))
+    elif math.isinf(prior.dof):
+        pooled, dof_launch = prior.variance, 1e6
+    else:
+        pooled = (prior.dof * prior.variance + dof_own * own) / (prior.dof + dof_own)
+        dof_launch = prior.dof + dof_own
+    parts = [(pooled * (1.0 / x.size + 1.0 / y.size), dof_launch)]
+    if noise is not None:
+        parts.append((2.0 * noise.sigma ** 2, noise.dof))
+    var = sum(v for v, _ in parts)
+    diff = float(y.mean() - x.mean())
+    if var <= 0.0:  # launch medians identical on each side (a tool that rounds): no spread to test with
+        var, dof = 1e-12, 1.0
+    else:  # Welch-Satterthwaite degrees of freedom of the summed variances
+        dof = var ** 2 / sum(v ** 2 / d for v, d in parts if v > 0)
+    se = math.sqrt(var)
+    return Evidence(x.size, y.size, dropped[0], dropped[1], math.exp(x.mean()), math.exp(y.mean()), math.exp(diff),
+                    se, dof, float(student.sf(diff / se, dof)), float(student.cdf(diff / se, dof)), noise)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the input's order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def detectable(ev: Evidence, settings: Settings, family: int) -> float:
+    """The smallest slowdown this evidence calls a regression with probability `power`: past the
+    Bonferroni level alpha / family (Holm's strictest step) and past the threshold."""
+    t_power = _t(settings.power, ev.dof)
+    test = (_t(1.0 - settings.alpha / max(1, family), ev.dof) + t_power) * ev.se
+    return max(math.expm1(test), (1.0 + settings.threshold) * math.exp(t_power * ev.se) - 1.0)
 
 
 def compare(baseline: Sequence[Sampled], candidate: Sequence[Sampled], settings: Settings) -> list[Verdict]:
     """A verdict for every configuration of either run, in the candidate's order, then the
     baseline's cells that the candidate does not have."""
-    base_by_key = {c.key(): c for c in baseline}
-    base_by_name = {(c.device, *c.config()): c for c in baseline}
-    used: set[tuple] = set()
-    verdicts = []
-    for cand in candidate:
-        base = base_by_key.get(cand.key())
-        other = base_by_name.get((cand.device, *cand.config())) if base is None else None
-        if other is not None and other.key() not in used:
-            used.add(other.key())
-            if cand.fingerprint is not None and other.fingerprint is not None:
-                verdicts.append(_listed(cand, f"device fingerprint differs: baseline {other.fingerprint}, "
-                                              f"candidate {cand.fingerprint} (other hardware, OS or settings)"))
-            else:  # a device that did not answer has no fingerprint: its failed cell says why
-                verdicts.append(_pair(other, cand, settings))
+    verdicts, pairs = _match(baseline, candidate)
+    sides = {id(v): (clean(b.launches, settings.interference), clean(c.launches, settings.interference))
+             for v, b, c in pairs}
+    priors = {}
+    for identity in {v.identity for v, _, _ in pairs}:
+        priors[identity] = device_prior([(xb, xc) for v, _, _ in pairs if v.identity == identity
+                                         for (xb, _), (xc, _) in [sides[id(v)]]])
+    tested = []
+    for v, b, c in pairs:
+        (x, dropped_x), (y, dropped_y) = sides[id(v)]
+        prior = priors[v.identity]
+        ev = None
+        if x.size and y.size and (prior is not None or x.size + y.size >= 3):
+            ev = evidence(x, y, (dropped_x, dropped_y), run_noise(c.history, settings.min_history,
+                                                                  settings.interference), prior)
+        if ev is not None and min(ev.n_b, ev.n_c) >= settings.min_launches:
+            tested.append((v, ev))
             continue
-        if base is None:
-            verdicts.append(_listed(cand, "only in the candidate run"))
-            continue
-        used.add(base.key())
-        verdicts.append(_pair(base, cand, settings))
-    for base in baseline:
-        if base.key() not in used:
-            verdicts.append(_listed(base, "only in the baseline run"))
+        if ev is not None:  # shown, and ranked for confirmation, but not tested
+            _describe(v, ev, settings)
+        v.verdict, v.reason = "inconclusive", (
+            f"too few launches free of interference: baseline {x.size} of {len(b.launches)}, candidate {y.size} "
+            f"of {len(c.launches)} (--min-launches {settings.min_launches} a side)")
+    slower = holm([ev.p_slower for _, ev in tested])
+    faster = holm([ev.p_faster for _, ev in tested])
+    for (v, ev), p_up, p_down in zip(tested, slower, faster):
+        _decide(v, ev, p_up, p_down, settings, len(tested))
     return verdicts
 
 
-def _pair(base: Sampled, cand: Sampled, settings: Settings) -> Verdict:
-    if base.status != "ok" or cand.status != "ok":
-        side, cell = ("baseline", base) if base.status != "ok" else ("candidate", cand)
-        if base.status != "ok" and cand.status != "ok":
-            side = "both runs"
-        return _listed(cand, f"{cell.status} in the {side}: {cell.reason or 'no reason stored'}")
+def _match(baseline: Sequence[Sampled], candidate: Sequence[Sampled]) -> tuple[list[Verdict], list[tuple]]:
+    """Verdicts for every cell (not-comparable ones final), and (verdict, baseline, candidate) for
+    the pairs to test. A candidate cell pairs with the baseline's of the same identity and
+    configuration (the same inventory name first, where one machine has two entries)."""
+    by_key: dict[tuple, list[Sampled]] = {}
+    for cell in baseline:
+        by_key.setdefault(cell.key(), []).append(cell)
+    by_name = {(c.device, *c.config()): c for c in baseline}
+    used: set[int] = set()
+    verdicts, pairs = [], []
+    for cand in candidate:
+        options = [b for b in by_key.get(cand.key(), []) if id(b) not in used] if cand.identity else []
+        base = next((b for b in options if b.device == cand.device), options[0] if options else None)
+        if base is None:
+            other = by_name.get((cand.device, *cand.config()))
+            if other is not None and id(other) not in used and other.identity and cand.identity:
+                used.add(id(other))
+                verdicts.append(_listed(cand, f"device identity differs: baseline {other.identity}, candidate "
+                                              f"{cand.identity} (another board, or another OS, runtime setting or "
+                                              "serial under the same name)"))
+            elif other is not None and id(other) not in used:  # a device that did not answer has no identity
+                used.add(id(other))
+                verdicts.append(_listed(cand, _unmeasured(other, cand)))
+            else:
+                verdicts.append(_listed(cand, "only in the candidate run"))
+            continue
+        used.add(id(base))
+        problem = _unmeasured(base, cand) if base.status != "ok" or cand.status != "ok" else _incomparable(base, cand)
+        if problem:
+            verdicts.append(_listed(cand, problem))
+            continue
+        v = Verdict(cand.device, cand.model, cand.variant, cand.delegate, cand.threads, cand.identity, "inconclusive",
+                    "", baseline=base, candidate=cand,
+                    identical=bool(base.artifact and (base.artifact, base.runner, base.runtime, base.protocol)
+                                   == (cand.artifact, cand.runner, cand.runtime, cand.protocol)),
+                    renamed_from=base.device if base.device != cand.device else None)
+        verdicts.append(v)
+        pairs.append((v, base, cand))
+    for base in baseline:
+        if id(base) not in used:
+            verdicts.append(_listed(base, "only in the baseline run"))
+    return verdicts, pairs
+
+
+def _unmeasured(base: Sampled, cand: Sampled) -> str:
+    side, cell = ("baseline", base) if base.status != "ok" else ("candidate", cand)
+    if base.status != "ok" and cand.status != "ok":
+        side = "both runs"
+    return f"{cell.status} in the {side}: {cell.reason or 'no reason stored'}"
+
+
+def _incomparable(base: Sampled, cand: Sampled) -> str | None:
     if base.runtime != cand.runtime:
-        return _listed(cand, f"runtime differs: baseline {base.runtime or 'unknown'}, "
-                             f"candidate {cand.runtime or 'unknown'}")
-    if not len(base.samples) or not len(cand.samples):
-        side = "baseline" if not len(base.samples) else "candidate"
-        return _listed(cand, f"no timings stored in the {side}")
-    verdict, reason, found = judge(np.asarray(base.samples, dtype=np.float64),
-                                   np.asarray(cand.samples, dtype=np.float64), settings,
-                                   run_noise(cand.history, settings.min_history))
-    return Verdict(cand.device, cand.model, cand.variant, cand.delegate, cand.threads, cand.fingerprint,
-                   verdict, reason, **found)
+        return f"runtime differs: baseline {base.runtime or 'unknown'}, candidate {cand.runtime or 'unknown'}"
+    if not len(base.launches) or not len(cand.launches):
+        return f"no timings stored in the {'baseline' if not len(base.launches) else 'candidate'}"
+    return None
+
+
+def _describe(v: Verdict, ev: Evidence, settings: Settings) -> None:
+    """The first pass's numbers on the verdict: launches, means, ratio and interval, raw p."""
+    v.n_baseline, v.n_candidate, v.interfered = ev.n_b, ev.n_c, (ev.dropped_b, ev.dropped_c)
+    v.baseline_median_us, v.candidate_median_us, v.ratio = ev.base_us, ev.cand_us, ev.ratio
+    half = _t(1.0 - settings.alpha / 2.0, ev.dof) * ev.se
+    v.ci_low, v.ci_high = ev.ratio * math.exp(-half), ev.ratio * math.exp(half)
+    v.p_slower, v.p_faster = ev.p_slower, ev.p_faster
+    v.p_value = ev.p_slower if ev.ratio >= 1.0 else ev.p_faster
+    v.run_sigma, v.se = (ev.noise.sigma if ev.noise else None), ev.se
+
+
+def _decide(v: Verdict, ev: Evidence, p_up: float, p_down: float, settings: Settings, family: int) -> None:
+    slower = ev.ratio >= 1.0
+    _describe(v, ev, settings)
+    v.p_adjusted = p_up if slower else p_down
+    v.detectable = detectable(ev, settings, family)
+    change = f"{abs(ev.ratio - 1):.1%} {'slower' if slower else 'faster'}"
+    left_out = f" ({ev.dropped_b} / {ev.dropped_c} interfered left out)" if ev.dropped_b or ev.dropped_c else ""
+    evidence_text = (f"{change} over {ev.n_b} / {ev.n_c} clean launches{left_out}, p {_p(v.p_value)}, "
+                     f"Holm-adjusted over {family} cells {_p(v.p_adjusted)}")
+    noise = (f"run-to-run spread {math.expm1(ev.noise.sigma):.1%} from {ev.noise.runs} earlier runs included"
+             if ev.noise else "run-to-run spread unknown (fewer than 3 earlier runs): launches only")
+    up, down = 1.0 + settings.threshold, 1.0 - settings.threshold
+    if slower and p_up < settings.alpha and ev.ratio > up:
+        v.verdict, v.reason = "regression", f"{evidence_text} < alpha {settings.alpha:g}; {noise}"
+    elif not slower and p_down < settings.alpha and ev.ratio < down:
+        v.verdict, v.reason = "improvement", f"{evidence_text} < alpha {settings.alpha:g}; {noise}"
+    elif v.ci_low >= down and v.ci_high <= up:
+        v.verdict, v.reason = "unchanged", (f"{change}; the {1 - settings.alpha:.0%} interval of the ratio "
+                                            f"[{v.ci_low:.3f}, {v.ci_high:.3f}] lies within {down:.2f}..{up:.2f}; {noise}")
+    else:
+        v.verdict, v.reason = "inconclusive", (f"{evidence_text}; the interval [{v.ci_low:.3f}, {v.ci_high:.3f}] "
+                                               f"reaches past {down:.2f}..{up:.2f}: could catch a slowdown of "
+                                               f"{v.detectable:.1%} or more; {noise}")
+    if v.renamed_from:
+        v.reason += f"; this device was {v.renamed_from!r} in the baseline (same identity)"
 
 
 def _listed(cell: Sampled, reason: str) -> Verdict:
-    return Verdict(cell.device, cell.model, cell.variant, cell.delegate, cell.threads, cell.fingerprint,
-                   "not comparable", reason, n_candidate=len(cell.samples))
+    return Verdict(cell.device, cell.model, cell.variant, cell.delegate, cell.threads, cell.identity,
+                   "not comparable", reason, n_candidate=len(cell.launches))
 
 
-def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
-    return {v: sum(1 for x in verdicts if x.verdict == v) for v in VERDICTS}
-
-
-def device_shifts(verdicts: Sequence[Verdict]) -> list[dict]:
-    """Per device, how all its compared cells moved: the median and quartiles of their ratios and
-    how many regressed or improved. Every cell slower by the same factor points at the device
-    (load, thermal state, clocks) rather than at each model; ratios spread both ways on identical
-    builds measure the device's run-to-run noise, which the samples of one run cannot show."""
-    out = []
-    for device in dict.fromkeys(v.device for v in verdicts if v.ratio is not None):
-        ratios = np.array([v.ratio for v in verdicts if v.device == device and v.ratio is not None])
-        mine = [v for v in verdicts if v.device == device]
-        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
-        out.append({"device": device, "compared": int(ratios.size), "median": float(med), "q1": float(q1),
-                    "q3": float(q3), "regressions": sum(v.verdict == "regression" for v in mine),
-                    "improvements": sum(v.verdict == "improvement" for v in mine)})
-    return out
+def coverage(verdicts: Sequence[Verdict], baseline: Sequence[Sampled]) -> tuple[int, int]:
+    """(compared cells, measured cells of the baseline): the share the gate could judge at all."""
+    compared = sum(1 for v in verdicts if v.verdict != "not comparable")
+    return compared, sum(1 for c in baseline if c.status == "ok" and len(c.launches))
 
 
 def failing(verdicts: Sequence[Verdict], strict: bool = False) -> list[Verdict]:
@@ -268,78 +453,7 @@ def failing(verdicts: Sequence[Verdict], strict: bool = False) -> list[Verdict]:
     return [v for v in verdicts if v.verdict in bad]
 
 
-# -- renderings ---------------------------------------------------------------------------------
-
-def _ms(us: float | None) -> str:
-    """A duration in the unit that shows it with three or more significant digits."""
-    if us is None:
-        return "—"
-    if us < 1000:
-        return f"{us:.3g} µs" if us < 100 else f"{us:.0f} µs"
-    return f"{us / 1000:.3f} ms" if us < 1e6 else f"{us / 1e6:.2f} s"
-
-
 def _p(p: float | None) -> str:
     if p is None:
         return "—"
     return "< 1e-16" if p < 1e-16 else f"{p:.2g}"
-
-
-def _ratio(v: Verdict) -> str:
-    if v.ratio is None:
-        return "—"
-    if v.ci_low is None:
-        return f"{v.ratio:.3f}"
-    return f"{v.ratio:.3f} [{v.ci_low:.3f}, {v.ci_high:.3f}]"
-
-
-def markdown(verdicts: Sequence[Verdict], baseline: str, candidate: str, settings: Settings) -> str:
-    """The gate's table: per cell the medians, the ratio with its interval, p, and the verdict."""
-    n = counts(verdicts)
-    lines = [f"## Gate: {candidate} against {baseline}", "",
-             f"Regression when the one-sided Mann-Whitney U test gives p < {settings.alpha:g} and the ratio of "
-             f"medians (candidate / baseline) exceeds {1 + settings.threshold:.2f}; the ratio's interval is a "
-             f"{100 * (1 - settings.alpha):g} % bootstrap interval.", "",
-             "**" + ", ".join(f"{k} {name}" for name, k in n.items() if k) + "**", ""]
-    for d in device_shifts(verdicts):
-        lines += [f"- {d['device']}: {d['compared']} cells compared, median ratio {d['median']:.3f} (quartiles "
-                  f"{d['q1']:.3f}–{d['q3']:.3f}), {d['regressions']} slower and {d['improvements']} faster beyond "
-                  "the threshold"]
-    lines += ["", "| device | model | variant | delegate | threads | baseline p50 | candidate p50 | ratio [CI] | p "
-                  "| samples | verdict | why |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = {name: i for i, name in enumerate(VERDICTS)}
-    for v in sorted(verdicts, key=lambda v: order[v.verdict]):
-        mark = f"**{v.verdict}**" if v.verdict == "regression" else v.verdict
-        p = _p(v.p_value)
-        samples = f"{v.n_baseline} / {v.n_candidate}" if v.ratio is not None else "—"
-        lines.append(f"| {v.device} | {v.model} | {v.variant} | {v.delegate} | {v.threads} | "
-                     f"{_ms(v.baseline_median_us)} | {_ms(v.candidate_median_us)} | {_ratio(v)} | {p} | {samples} "
-                     f"| {mark} | {v.reason.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
-
-
-def junit(verdicts: Sequence[Verdict], baseline: str, candidate: str, strict: bool = False) -> str:
-    """JUnit XML: one test case per cell, so a CI system lists the gate's cells natively. A
-    regression is a failure; inconclusive and not comparable cells are skipped (failures with
-    `strict`)."""
-    bad = failing(verdicts, strict)
-    root = ElementTree.Element("testsuites")
-    suite = ElementTree.SubElement(root, "testsuite", {
-        "name": f"harness gate {candidate} vs {baseline}", "tests": str(len(verdicts)),
-        "failures": str(len(bad)),
-        "skipped": str(sum(1 for v in verdicts if v not in bad and v.verdict in ("inconclusive", "not comparable"))),
-        "errors": "0"})
-    for v in verdicts:
-        case = ElementTree.SubElement(suite, "testcase", {
-            "classname": f"gate.{v.device}.{v.model}", "name": f"{v.variant} {v.delegate} {v.threads}t"})
-        if v in bad:
-            ElementTree.SubElement(case, "failure", {"type": v.verdict, "message": f"{v.verdict}: {v.reason}"})
-        elif v.verdict in ("inconclusive", "not comparable"):
-            ElementTree.SubElement(case, "skipped", {"message": f"{v.verdict}: {v.reason}"})
-        out = ElementTree.SubElement(case, "system-out")
-        p = _p(v.p_value)
-        out.text = (f"verdict {v.verdict}; baseline median {_ms(v.baseline_median_us)}, candidate median "
-                    f"{_ms(v.candidate_median_us)}, ratio {_ratio(v)}, p {p}; {v.reason}")
-    ElementTree.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"

@@ -31,10 +31,11 @@ def _device_rows(devices: Sequence[dict[str, Any]], cells: Sequence[dict[str, An
     out = []
     for device in devices:
         a = device["attributes"]
-        temps = [t for c in cells if c["device_fingerprint"] == device["fingerprint_id"]
+        temps = [t for c in cells if c.get("device_identity") == device["identity"]
                  for t in (c.get("temp_before_c"), c.get("temp_after_c")) if t is not None]
         out.append({
-            "name": device["name"], "transport": device["transport"], "fingerprint": device["fingerprint_id"],
+            "name": device["name"] + (f" (was {', '.join(device['other_names'])})" if device.get("other_names") else ""),
+            "transport": device["transport"], "fingerprint": device["fingerprint_id"],
             "board": a.get("device_model") or a.get("board") or "—", "os": a.get("os") or "—",
             "cpu": f"{a.get('cpu_model') or '—'} × {a.get('cores') or '—'}", "kernel": a.get("kernel") or "—",
             "governor": a.get("governor") or "—",

@@ -1,12 +1,12 @@
-"""One sweep per device at a time: an exclusive lock per device on the coordinating host.
+"""One sweep per machine at a time: an exclusive lock per machine on the coordinating host.
 
 Two sweeps measuring one board at once would each time the other's load. A sweep takes the lock
 of every device it will measure before it starts, in a fixed order (so two sweeps never wait on
 each other crosswise), and holds them to its end. The locks are `flock`s on files in
 $HARNESS_LOCK_DIR (default ~/.cache/harness/locks): the kernel drops them when the process ends,
 however it ends, so a crashed sweep leaves no stale lock. A lock is named by what the device is
-(this host, user@host:port, an ADB serial), not by its inventory name, so two inventories naming
-the same board differently still exclude each other."""
+(this host, host:port, an ADB serial: `machine_of`), not by its inventory name, so two inventories
+naming the same board differently still exclude each other."""
 
 from __future__ import annotations
 
@@ -32,20 +32,28 @@ def lock_dir() -> Path:
     return Path(os.environ.get("HARNESS_LOCK_DIR") or Path.home() / ".cache" / "harness" / "locks").expanduser()
 
 
-def device_identity(config: Any) -> str:
-    """What a device is, as far as exclusion goes: the same board under any inventory name."""
+LOCAL_MACHINE = "local"
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "ip6-localhost")
+
+
+def machine_of(config: Any) -> str:
+    """Which machine an inventory entry measures on: this host (`local`, and any entry reached over
+    loopback), an SSH host by address and port (whatever the user), a phone by its ADB serial or
+    address. Entries of one machine share one worker and one lock: it never measures two things at
+    once, and two inventories naming the same board differently still exclude each other."""
     transport = config.transport
-    if transport == "local":
-        return "local"
+    host = getattr(config, "host", None)
+    if transport == "local" or (host is not None and (host in LOOPBACK or host.startswith("127."))):
+        return LOCAL_MACHINE
     if transport == "ssh":
-        return f"ssh:{config.user or ''}@{config.host}:{config.port}"
+        return f"ssh:{host}:{config.port}"
     if transport == "adb":
-        return f"adb:{config.serial}" if config.serial else f"adb:{config.host}:{config.port}"
+        return f"adb:{config.serial}" if config.serial else f"adb:{host}:{config.port}"
     return f"{transport}:{config.name}"
 
 
 def lock_path(config: Any, directory: Path | None = None) -> Path:
-    identity = device_identity(config)
+    identity = machine_of(config)
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", identity)[:60]
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     return (directory or lock_dir()) / f"{readable}-{digest}.lock"
@@ -57,15 +65,11 @@ class DeviceLocks:
     def __init__(self, configs: Sequence[Any], wait_s: float = 0.0, log: Callable[[str], None] = lambda m: None,
                  directory: Path | None = None, poll_s: float = 0.5):
         self.wait_s, self.log, self.directory, self.poll_s = wait_s, log, directory, poll_s
-        by_identity: dict[str, list[Any]] = {}
+        by_machine: dict[str, list[Any]] = {}
         for config in configs:
-            by_identity.setdefault(device_identity(config), []).append(config)
-        for identity, same in by_identity.items():
-            if len(same) > 1:
-                log(f"devices {', '.join(repr(c.name) for c in same)} are one device ({identity}): this sweep "
-                    "measures them in parallel, each timing the other's load")
-        # one lock per device, taken in a fixed order
-        self.configs = sorted((same[0] for same in by_identity.values()), key=lambda c: str(lock_path(c, directory)))
+            by_machine.setdefault(machine_of(config), []).append(config)
+        # one lock per machine, taken in a fixed order
+        self.configs = sorted((same[0] for same in by_machine.values()), key=lambda c: str(lock_path(c, directory)))
         self.held: list[tuple[int, Path]] = []
 
     def __enter__(self) -> "DeviceLocks":

@@ -349,7 +349,8 @@ def json_records(cells: list[dict[str, Any]], run: dict[str, Any]) -> str:
     records = []
     for cell in cells:
         record = {"run_id": run["id"], "model": cell["model"], "variant": cell["variant"],
-                  "device": cell["device_name"], "device_fingerprint": cell["device_fingerprint"],
+                  "device": cell["device_name"], "device_identity": cell.get("device_identity"),
+                  "device_fingerprint": cell["device_fingerprint"],
                   "delegate": cell["delegate"], "threads": cell["threads"], "status": cell["status"],
                   "reason": cell["reason"], "runtime": cell["runtime_name"],
                   "accuracy_source": cell.get("accuracy_source"),
@@ -370,7 +371,10 @@ def header_lines(run: dict[str, Any], devices: list[dict[str, Any]]) -> list[str
              "- " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]
     for device in devices:
         a = device["attributes"]
-        lines.append(f"- device {device['name']} [{device['fingerprint_id']}]: {a.get('cpu_model')} × {a.get('cores')}, "
+        serial = f", serial {device['serial']}" if device.get("serial") else ""
+        if device.get("other_names"):
+            serial += f"; the same device as {', '.join(device['other_names'])} in other runs"
+        lines.append(f"- device {device['name']} [{device['fingerprint_id']}{serial}]: {a.get('cpu_model')} × {a.get('cores')}, "
                      f"{a.get('os')}, kernel {a.get('kernel')}, governor {a.get('governor') or 'n/a'}, "
                      f"{a.get('runtime')} {a.get('runtime_version')}")
     return lines

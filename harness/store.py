@@ -1,11 +1,14 @@
 """The results store: SQLite, tidy rows, provenance on every run, raw samples for the gate.
 
-Each cell is written in one transaction with its metrics and samples, so an interrupted sweep
-leaves whole cells or none. Units live in metric names (`latency_p50_us`) and in `metrics.unit`.
+Each cell is written in one transaction with its metrics, launches and samples, so an
+interrupted sweep leaves whole cells or none. Units live in metric names (`latency_p50_us`) and
+in `metrics.unit`. The schema and its upgrades are in harness/schema.py.
 
-Every timed sample is kept, one row per cell: `samples.latency_us` is a BLOB of little-endian
-float32 microseconds in run order (`numpy.frombuffer(blob, "<f4")`). A 20 us model measured for
-a second gives ~50,000 samples; as a row each they made a quick sweep ~30 MB, as a BLOB ~3 MB."""
+A cell is measured by several launches (fresh runner processes). Each launch has a row in
+`launches` (its summary and its place in the device's interleaved order) and its timings in
+`samples`: a BLOB of little-endian float32 microseconds in run order per (cell, launch)
+(`numpy.frombuffer(blob, "<f4")`). A 20 us model measured for a second gives ~50,000 samples; as a
+row each they made a quick sweep ~30 MB, as BLOBs ~3 MB."""
 
 from __future__ import annotations
 
@@ -22,49 +25,28 @@ import numpy as np
 
 from harness.errors import ConfigError
 from harness.metrics import UNITS
+from harness.schema import SAMPLE_DTYPE, SCHEMA_VERSION, launch_summary, open_schema
 
-SCHEMA_VERSION = 3
-# Upgrades a store of an older schema in place: version -> statements that bring it to version + 1.
-# (Version 3 added `baselines`, which SCHEMA creates if missing.)
-MIGRATIONS: dict[int, str] = {2: ""}
-SAMPLE_DTYPE = "<f4"  # samples.latency_us: little-endian float32 microseconds
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
-    harness_version TEXT, git_commit TEXT, git_dirty INTEGER, plan_name TEXT, plan_path TEXT,
-    plan_sha256 TEXT, inventory_path TEXT, host TEXT, versions_json TEXT, argv_json TEXT,
-    schema_version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    fingerprint_id TEXT PRIMARY KEY, name TEXT NOT NULL, transport TEXT NOT NULL,
-    attributes_json TEXT NOT NULL, first_seen_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cells (
-    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id),
-    device_name TEXT NOT NULL, device_fingerprint TEXT REFERENCES devices(fingerprint_id),
-    model TEXT NOT NULL, variant TEXT NOT NULL, artifact_sha256 TEXT, delegate TEXT NOT NULL,
-    threads INTEGER NOT NULL, status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'skipped')),
-    reason TEXT, warnings_json TEXT, started_at TEXT, finished_at TEXT,
-    runtime_name TEXT, runtime_version TEXT, accuracy_source TEXT, protocol_json TEXT,
-    temp_before_c REAL, temp_after_c REAL, freq_before_khz REAL, freq_after_khz REAL, details_json TEXT,
-    UNIQUE (run_id, device_name, model, variant, delegate, threads));
-CREATE TABLE IF NOT EXISTS metrics (
-    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE, name TEXT NOT NULL,
-    value REAL, unit TEXT NOT NULL, PRIMARY KEY (cell_id, name));
-CREATE TABLE IF NOT EXISTS samples (
-    cell_id INTEGER PRIMARY KEY REFERENCES cells(id) ON DELETE CASCADE, count INTEGER NOT NULL,
-    latency_us BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS cells_by_run ON cells(run_id);
-CREATE TABLE IF NOT EXISTS baselines (
-    tag TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id), set_at TEXT NOT NULL, note TEXT);
-"""
-CELL_COLUMNS = ("device_name", "device_fingerprint", "model", "variant", "artifact_sha256", "delegate",
-                "threads", "status", "reason", "warnings_json", "started_at", "finished_at", "runtime_name",
-                "runtime_version", "accuracy_source", "protocol_json", "temp_before_c", "temp_after_c",
+CELL_COLUMNS = ("device_name", "device_identity", "device_fingerprint", "model", "variant", "artifact_sha256", "delegate",
+                "threads", "status", "reason", "warnings_json", "started_at", "finished_at", "position", "runtime_name",
+                "runtime_version", "runner_sha256", "accuracy_source", "protocol_json", "temp_before_c", "temp_after_c",
                 "freq_before_khz", "freq_after_khz", "details_json")
 
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class LaunchRecord:
+    """One launch of a cell: a fresh runner process, with its own warm-up. `seq` is its place in
+    the device's interleaved order; `median_known` is False for tools that print only an average."""
+
+    launch: int
+    samples_us: list[float]
+    seq: int | None = None
+    started_at: str | None = None
+    median_known: bool = True
 
 
 @dataclass
@@ -79,12 +61,15 @@ class CellRecord:
     status: str
     reason: str | None = None
     device_fingerprint: str | None = None
+    device_identity: str | None = None
     artifact_sha256: str | None = None
     warnings: list[str] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
+    position: int | None = None  # the cell's place in the plan's order
     runtime_name: str | None = None
     runtime_version: str | None = None
+    runner_sha256: str | None = None  # the runner (runner.py, or benchmark_model) that measured it
     accuracy_source: str | None = None
     protocol_json: str | None = None
     temp_before_c: float | None = None
@@ -93,7 +78,12 @@ class CellRecord:
     freq_after_khz: float | None = None
     details: dict[str, Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    samples_us: list[float] = field(default_factory=list)
+    launches: list[LaunchRecord] = field(default_factory=list)
+
+    @property
+    def samples_us(self) -> list[float]:
+        """Every timing of every launch, in launch order."""
+        return [x for launch in sorted(self.launches, key=lambda l: l.launch) for x in launch.samples_us]
 
 
 class Store:
@@ -105,20 +95,11 @@ class Store:
         self.lock = threading.RLock()
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA foreign_keys = ON")
-        with self.db:
-            self.db.executescript(SCHEMA)
-            found = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if found is None:
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            else:
-                version = int(found[0])
-                while version in MIGRATIONS and version < SCHEMA_VERSION:
-                    self.db.executescript(MIGRATIONS[version])
-                    version += 1
-                    self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
-                if version != SCHEMA_VERSION:
-                    raise ConfigError(str(self.path), "schema_version",
-                                      f"store has schema {found[0]}, this harness writes {SCHEMA_VERSION}")
+        try:
+            open_schema(self.db, str(self.path))
+        except ValueError as exc:
+            self.db.close()
+            raise ConfigError(str(self.path), "schema_version", str(exc)) from None
 
     @classmethod
     def open_existing(cls, path: Path | str) -> "Store":
@@ -135,7 +116,7 @@ class Store:
     def create_run(self, **provenance: Any) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         columns = ("harness_version", "git_commit", "git_dirty", "plan_name", "plan_path", "plan_sha256",
-                   "inventory_path", "host", "versions_json", "argv_json")
+                   "inventory_path", "host", "versions_json", "argv_json", "seed")
         values = [provenance.get(c) for c in columns]
         with self.db:
             self.db.execute(f"INSERT INTO runs (id, started_at, status, schema_version, {', '.join(columns)}) "
@@ -152,12 +133,19 @@ class Store:
         with self.lock, self.db:
             self.db.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?", (run_id,))
 
-    def upsert_device(self, fingerprint_id: str, name: str, transport: str, attributes: dict) -> None:
+    def upsert_device(self, identity: str, fingerprint_id: str, name: str, transport: str, serial: str | None,
+                      attributes: dict) -> str | None:
+        """Record a device by its identity; returns the name it had before when it was known under
+        another inventory name (a renamed entry of the same board), else None."""
         with self.lock, self.db:
+            old = self.db.execute("SELECT name FROM devices WHERE identity = ?", (identity,)).fetchone()
             self.db.execute(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint_id) DO UPDATE SET "
-                "name = excluded.name, transport = excluded.transport, attributes_json = excluded.attributes_json",
-                (fingerprint_id, name, transport, json.dumps(attributes, sort_keys=True), now()))
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (identity) DO UPDATE SET "
+                "name = excluded.name, transport = excluded.transport, serial = excluded.serial, "
+                "attributes_json = excluded.attributes_json, last_seen_at = excluded.last_seen_at",
+                (identity, fingerprint_id, name, transport, serial, json.dumps(attributes, sort_keys=True), now(),
+                 now()))
+        return old[0] if old is not None and old[0] != name else None
 
     def add_cell(self, run_id: str, cell: CellRecord, replace: bool = False) -> int:
         """Store a cell with its metrics and samples in one transaction. With `replace`, a stored
@@ -176,9 +164,16 @@ class Store:
             cell_id = cur.lastrowid
             self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
                                 [(cell_id, n, v, UNITS.get(n, "")) for n, v in cell.metrics.items()])
-            if cell.samples_us:
-                blob = np.asarray(cell.samples_us, dtype=SAMPLE_DTYPE).tobytes()
-                self.db.execute("INSERT INTO samples VALUES (?, ?, ?)", (cell_id, len(cell.samples_us), blob))
+            for launch in cell.launches:
+                x = np.asarray(launch.samples_us, dtype=SAMPLE_DTYPE)
+                summary = launch_summary(x, launch.median_known)
+                self.db.execute("INSERT INTO launches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                (cell_id, launch.launch, launch.seq, launch.started_at, summary["count"],
+                                 summary["median_us"], summary["mean_us"], summary["std_us"], summary["min_us"],
+                                 summary["max_us"]))
+                if x.size:
+                    self.db.execute("INSERT INTO samples VALUES (?, ?, ?, ?)", (cell_id, launch.launch, int(x.size),
+                                                                                x.tobytes()))
         return cell_id
 
     # -- reading --------------------------------------------------------------------------------
@@ -232,38 +227,48 @@ class Store:
         return [dict(r) for r in rows]
 
     def history(self, model: str, device: str, metric: str, until: str | None = None) -> list[dict[str, Any]]:
-        """One row per ok cell of `model` on `device` (a device name or a fingerprint id) across all
+        """One row per ok cell of `model` on `device` (a device name, fingerprint id or identity) across all
         runs (or those up to run `until`), oldest run first, with the run's provenance and the
         value of `metric`."""
         rows = self.db.execute(
             "SELECT r.id AS run_id, r.started_at, r.git_commit, r.plan_name, c.device_name, c.device_fingerprint, "
-            "c.variant, c.delegate, c.threads, c.runtime_name, c.runtime_version, c.artifact_sha256, "
-            "m.value AS value, s.count AS samples "
+            "c.device_identity, c.variant, c.delegate, c.threads, c.runtime_name, c.runtime_version, "
+            "c.artifact_sha256, m.value AS value, "
+            "(SELECT SUM(s.count) FROM samples s WHERE s.cell_id = c.id) AS samples, "
+            "(SELECT COUNT(*) FROM launches l WHERE l.cell_id = c.id) AS launches "
             "FROM cells c JOIN runs r ON r.id = c.run_id "
             "LEFT JOIN metrics m ON m.cell_id = c.id AND m.name = ? "
-            "LEFT JOIN samples s ON s.cell_id = c.id "
-            "WHERE c.model = ? AND (c.device_name = ? OR c.device_fingerprint = ?) AND c.status = 'ok' "
+            "WHERE c.model = ? AND (c.device_name = ? OR c.device_fingerprint = ? OR c.device_identity = ?) "
+            "AND c.status = 'ok' "
             "AND (? IS NULL OR (r.started_at, r.rowid) <= (SELECT started_at, rowid FROM runs WHERE id = ?)) "
-            "ORDER BY r.started_at, r.rowid, c.id", (metric, model, device, device, until, until))
+            "ORDER BY r.started_at, r.rowid, c.id", (metric, model, device, device, device, until, until))
         return [dict(r) for r in rows]
 
-    def p50_history(self, before_run: str, limit: int) -> dict[tuple, list[float]]:
-        """(fingerprint, model, variant, delegate, threads) -> p50 of that cell in each of the up to
-        `limit` most recent runs that started before `before_run`, newest first."""
-        found: dict[tuple, list[float]] = {}
+    def launch_history(self, before_run: str, limit: int) -> dict[tuple, list[list[float]]]:
+        """(device identity, model, variant, delegate, threads) -> for each of the up to `limit` most
+        recent runs that started before `before_run`, newest first, the centers of that cell's
+        launches (median, or mean where the tool printed no median)."""
+        found: dict[tuple, list[list[float]]] = {}
         if limit <= 0:
             return found
         rows = self.db.execute(
-            "SELECT c.device_fingerprint, c.model, c.variant, c.delegate, c.threads, m.value "
-            "FROM cells c JOIN runs r ON r.id = c.run_id "
-            "JOIN metrics m ON m.cell_id = c.id AND m.name = 'latency_p50_us' "
-            "WHERE c.status = 'ok' AND c.device_fingerprint IS NOT NULL "
+            "SELECT c.id, c.device_identity, c.model, c.variant, c.delegate, c.threads, "
+            "COALESCE(l.median_us, l.mean_us) FROM cells c JOIN runs r ON r.id = c.run_id "
+            "JOIN launches l ON l.cell_id = c.id "
+            "WHERE c.status = 'ok' AND c.device_identity IS NOT NULL "
             "AND (r.started_at, r.rowid) < (SELECT started_at, rowid FROM runs WHERE id = ?) "
-            "ORDER BY r.started_at DESC, r.rowid DESC", (before_run,))
-        for fingerprint, model, variant, delegate, threads, value in rows:
-            values = found.setdefault((fingerprint, model, variant, delegate, threads), [])
-            if len(values) < limit:
-                values.append(value)
+            "ORDER BY r.started_at DESC, r.rowid DESC, c.id, l.launch", (before_run,))
+        cell_of: dict[tuple, int] = {}
+        for cell_id, identity, model, variant, delegate, threads, center in rows:
+            key = (identity, model, variant, delegate, threads)
+            runs = found.setdefault(key, [])
+            if cell_of.get(key) != cell_id:
+                if len(runs) == limit:
+                    continue
+                cell_of[key] = cell_id
+                runs.append([])
+            if center is not None:
+                runs[-1].append(center)
         return found
 
     def settled_cells(self, run_id: str) -> set[tuple[str, str, str, str, int]]:
@@ -280,14 +285,24 @@ class Store:
         return dict(self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
 
     def devices_of_run(self, run_id: str) -> list[dict[str, Any]]:
+        """The devices a run measured, under the names the run gave them; `other_names`: what the
+        same device (identity) was called in other runs (a renamed inventory entry)."""
         rows = self.db.execute(
-            "SELECT DISTINCT d.* FROM devices d JOIN cells c ON c.device_fingerprint = d.fingerprint_id "
-            "WHERE c.run_id = ? ORDER BY d.name", (run_id,)).fetchall()
-        return [{**dict(r), "attributes": json.loads(r["attributes_json"])} for r in rows]
+            "SELECT DISTINCT d.*, c.device_name AS run_name FROM devices d JOIN cells c ON c.device_identity = d.identity "
+            "WHERE c.run_id = ? ORDER BY c.device_name", (run_id,)).fetchall()
+        out = []
+        for r in rows:
+            others = [n for (n,) in self.db.execute(
+                "SELECT DISTINCT device_name FROM cells WHERE device_identity = ? AND device_name != ? "
+                "ORDER BY device_name", (r["identity"], r["run_name"]))]
+            out.append({**dict(r), "name": r["run_name"], "attributes": json.loads(r["attributes_json"]),
+                        "other_names": others})
+        return out
 
     def cells(self, run_id: str) -> list[dict[str, Any]]:
-        """Every cell of a run with its metrics as a dict (units in the names)."""
-        cells = [dict(r) for r in self.db.execute("SELECT * FROM cells WHERE run_id = ? ORDER BY id", (run_id,))]
+        """Every cell of a run with its metrics as a dict (units in the names), in plan order."""
+        cells = [dict(r) for r in self.db.execute("SELECT * FROM cells WHERE run_id = ? ORDER BY position, id",
+                                                   (run_id,))]
         metrics: dict[int, dict[str, float]] = {}
         for cell_id, name, value in self.db.execute(
                 "SELECT m.cell_id, m.name, m.value FROM metrics m JOIN cells c ON c.id = m.cell_id WHERE c.run_id = ?",
@@ -298,13 +313,45 @@ class Store:
         return cells
 
     def samples(self, cell_id: int) -> np.ndarray:
-        """Every timed sample of a cell, in run order (microseconds, float32); empty if none."""
-        row = self.db.execute("SELECT latency_us FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=SAMPLE_DTYPE) if row else np.empty(0, SAMPLE_DTYPE)
+        """Every timed sample of a cell, launch after launch, each in run order (microseconds,
+        float32); empty if none."""
+        parts = self.launch_samples(cell_id)
+        return np.concatenate(parts) if parts else np.empty(0, SAMPLE_DTYPE)
+
+    def launch_samples(self, cell_id: int) -> list[np.ndarray]:
+        """A cell's timings, one array per launch, in launch order."""
+        rows = self.db.execute("SELECT latency_us FROM samples WHERE cell_id = ? ORDER BY launch", (cell_id,))
+        return [np.frombuffer(r[0], dtype=SAMPLE_DTYPE) for r in rows]
+
+    def launches(self, cell_id: int) -> list[dict[str, Any]]:
+        """A cell's launches (index, order, start, summary), in launch order."""
+        rows = self.db.execute("SELECT * FROM launches WHERE cell_id = ? ORDER BY launch", (cell_id,))
+        return [dict(r) for r in rows]
+
+    # -- confirmations (harness gate --confirm) -------------------------------------------------
+
+    def add_confirmation(self, row: dict[str, Any], launches: list[dict[str, Any]]) -> int:
+        """A confirmation's outcome and every launch it measured, in one transaction."""
+        columns = ("baseline_run", "candidate_run", "device_identity", "device_name", "model", "variant", "delegate",
+                   "threads", "baseline_sha256", "candidate_sha256", "started_at", "finished_at", "pairs",
+                   "device_seconds", "outcome", "reason", "details_json")
+        with self.lock, self.db:
+            cur = self.db.execute(f"INSERT INTO confirmations ({', '.join(columns)}) VALUES "
+                                  f"({', '.join('?' * len(columns))})", [row.get(c) for c in columns])
+            self.db.executemany(
+                "INSERT INTO confirmation_launches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(cur.lastrowid, i, l["arm"], l.get("started_at"), l["count"], l.get("median_us"), l.get("mean_us"),
+                  l.get("seconds")) for i, l in enumerate(launches)])
+        return cur.lastrowid
+
+    def settle_confirmation(self, confirmation_id: int, outcome: str) -> None:
+        """A confirmation's final outcome, once Holm over the night's confirmed cells decided it."""
+        with self.lock, self.db:
+            self.db.execute("UPDATE confirmations SET outcome = ? WHERE id = ?", (outcome, confirmation_id))
 
     def count(self, table: str, run_id: str | None = None) -> int:
         """Rows of a table (for `samples`: the samples themselves), optionally of one run only."""
-        if table not in ("runs", "cells", "metrics", "samples", "devices"):
+        if table not in ("runs", "cells", "metrics", "samples", "devices", "launches"):
             raise ValueError(table)
         what = "SUM(t.count)" if table == "samples" else "COUNT(*)"
         if run_id is None or table in ("runs", "devices"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from harness.build import build_models
 from harness.config import load_inventory, load_plan
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST_PROTOCOL = "protocol: {warmup_runs: 1, warmup_min_secs: 0.05, num_runs: 10, min_secs: 0.05, max_secs: 2}\n"
+FAST_PROTOCOL = ("protocol: {warmup_runs: 1, warmup_min_secs: 0.05, num_runs: 10, min_secs: 0.05, max_secs: 2, "
+                 "repetitions: 3}\n")
 
 
 def write(path: Path, text: str) -> Path:
@@ -73,16 +75,16 @@ def sshd_host(tmp_path_factory):
     host.stop()
 
 
-@pytest.fixture(scope="session")
-def netns_host(tmp_path_factory, sshd_host):
-    """A second sshd in its own network namespace behind a veth pair (its link can be cut)."""
+@pytest.fixture
+def netns_board(tmp_path):
+    """An sshd of the test's own in a network namespace behind a veth pair, whose link can be cut
+    (tests/peers/sshd.py): a board on a network of its own, gone when the test ends."""
     from tests.peers.sshd import netns_supported, start_sshd
 
     reason = netns_supported()
     if reason:
         pytest.skip(reason)
-    host = start_sshd(tmp_path_factory.mktemp("sshd-ns"), name="netns", netns=True,
-                      authorized_key=sshd_host.identity_file)
+    host = start_sshd(tmp_path / "sshd-ns", name="board", netns=True)
     yield host
     host.stop()
 
@@ -116,6 +118,52 @@ def processes_with(marker: str) -> list[str]:
         if marker in cmdline:
             found.append(cmdline)
     return found
+
+
+ORPHAN_PROBE = """\
+import json, os, sys, time
+marker, first = sys.argv[1], sys.argv[2]
+if not os.path.exists(first):
+    open(first + ".tmp", "w").write(str(os.getpid()))
+    os.rename(first + ".tmp", first)
+    time.sleep(120)
+open(first + ".later", "a").write(f"{os.getpid()}\\n")
+others = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode(errors="replace")
+    except OSError:
+        continue
+    if marker in cmdline and int(pid) not in (os.getpid(), os.getppid()):
+        others.append(f"{pid}: {cmdline}")
+print(json.dumps(others))
+"""
+
+
+def orphan_probe(tmp_path: Path) -> tuple[list[str], str, Path]:
+    """A command for "a retry never runs beside the command it replaces": its first run writes its
+    pid (as its own /proc numbers it) to a file and sleeps; a later run (noted in FILE.later) prints,
+    as JSON, the other live processes whose command line holds the marker, its parent's aside (an
+    ADB shell's): at the moment the later run runs, the first must be gone. (argv, marker, file)."""
+    marker = f"harness-orphan-{os.urandom(4).hex()}"
+    first = tmp_path / f"{marker}.first"
+    return [sys.executable, "-c", ORPHAN_PROBE, marker, str(first)], marker, first
+
+
+def when_started(first: Path, fault, timeout_s: float = 30.0) -> threading.Thread:
+    """A thread that calls `fault()` once the orphan probe's first run has started."""
+    import time
+
+    def wait_then_fault() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if first.exists():
+            fault()
+
+    thread = threading.Thread(target=wait_then_fault, daemon=True)
+    thread.start()
+    return thread
 
 
 def assert_timeout_kills_the_process_group(device, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ they started, fingerprint and telemetry. Then what only one transport has."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_timeout_kills_the_process_group, ssh_config
+from conftest import (assert_timeout_kills_the_process_group, orphan_probe, processes_with, ssh_config,
+                      when_started)
 from devices.base import IDENTITY_KEYS
-from harness.errors import DeviceUnreachable
+from harness.errors import DeviceTimeout, DeviceUnreachable
 
 
 @pytest.fixture(params=["local", "ssh"])
@@ -213,6 +215,103 @@ def test_connection_refused_is_retried_with_back_off(tmp_path):
         device.run(["true"], 5)
     assert time.monotonic() - started >= 0.3 + 0.6  # back-off doubled between attempts
     assert [m.split("retrying in ")[1] for m in logged] == ["0.3 s", "0.6 s"]
+
+
+# A link that dies mid-command: sshd keeps the command running (no tty), so the retry must kill it
+# before running the command again. The board's link is cut once the command runs, and restored
+# when the device gives up on the old connection (or later).
+LINK_FAULT = {"connect_timeout_s": 2, "link_timeout_s": 2, "keepalive_s": 1, "retry_backoff_s": 0.3}
+
+
+@pytest.mark.parametrize("pid_line", [True, False], ids=["pid-line", "no-pid-line"])
+def test_a_retry_never_runs_beside_the_command_cut_off_by_a_lost_link(netns_board, tmp_path, monkeypatch, pid_line):
+    from devices.ssh import SSHDevice
+
+    if not pid_line:  # as when the link dies before the shell's pid line arrives: found by its nonce
+        monkeypatch.setattr(SSHDevice, "_remote_pid", staticmethod(lambda channel, err: None))
+    argv, marker, first = orphan_probe(tmp_path)
+    messages: list[str] = []
+    still_running: list[str] = []
+
+    def log(message: str) -> None:
+        messages.append(message)
+        if "retrying in" in message:  # the old connection is given up; its command runs on
+            still_running.extend(processes_with(marker))
+            netns_board.link_up()
+
+    device = SSHDevice(ssh_config(netns_board, retries=2, **LINK_FAULT), log=log)
+    try:
+        when_started(first, netns_board.link_down)
+        result = device.run(argv, 60)
+    finally:
+        netns_board.link_up()
+        device.close()
+    old = first.read_text()
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == [], "the retry ran beside the command it replaced"
+    assert any(marker in cmdline for cmdline in still_running), "the lost command had ended by itself"
+    name = Path(sys.executable).name
+    retrying = [m for m in messages if f"connection lost while {name} ran" in m and "retrying in" in m]
+    killed = [m for m in messages if m.startswith(f"board: killed the {name} cut off by the lost connection")]
+    assert len(retrying) == 1 and killed == [f"board: killed the {name} cut off by the lost connection (pid {old}, "
+                                             "with its process group)"], messages
+    assert messages.index(retrying[0]) < messages.index(killed[0])
+    assert processes_with(marker) == []
+
+
+def test_a_command_that_cannot_be_killed_yet_keeps_the_next_from_running(netns_board, tmp_path):
+    """The link stays down through every retry: no attempt may run beside the old command, so the
+    call fails naming both reasons; once the link is back, the next command kills it first."""
+    from devices.ssh import SSHDevice
+
+    argv, marker, first = orphan_probe(tmp_path)
+    messages: list[str] = []
+    device = SSHDevice(ssh_config(netns_board, retries=1, **LINK_FAULT), log=messages.append)
+    name = Path(sys.executable).name
+    try:
+        when_started(first, netns_board.link_down)
+        with pytest.raises(DeviceUnreachable) as caught:
+            device.run(argv, 60)
+        assert f"connection lost while {name} ran" in str(caught.value)
+        assert (f"; then cannot kill the {name} cut off by the lost connection, and nothing runs beside it: "
+                "cannot connect to") in str(caught.value)
+        assert "gave up after 2 attempts" in str(caught.value)
+        assert len(processes_with(marker)) == 1 and not Path(f"{first}.later").exists()  # never run again
+        netns_board.link_up()
+        assert device.run(["true"], 10).exit_code == 0
+    finally:
+        netns_board.link_up()
+        device.close()
+    assert processes_with(marker) == []
+    assert messages[-1] == (f"board: killed the {name} cut off by the lost connection (pid {first.read_text()}, "
+                            "with its process group)"), messages
+
+
+def test_a_timeout_kill_that_fails_is_done_before_the_next_command(sshd_host, tmp_path, monkeypatch):
+    """Past its timeout a command is killed at once; when that fails, the next command kills it first."""
+    from devices import ssh
+
+    argv, marker, first = orphan_probe(tmp_path)
+    messages: list[str] = []
+    device = ssh.SSHDevice(ssh_config(sshd_host), log=messages.append)
+    housekeeping = ssh.SSHDevice._housekeeping
+
+    def flapping(self, command: str, timeout_s: float) -> str:
+        raise ssh.ConnectionLost("the link flapped")
+
+    monkeypatch.setattr(ssh.SSHDevice, "_housekeeping", flapping)
+    try:
+        with pytest.raises(DeviceTimeout):
+            device.run(argv, 2)
+        assert len(processes_with(marker)) == 1
+        name = Path(sys.executable).name
+        assert messages == [f"board: cannot kill the {name} past its 2 s timeout, and nothing runs beside it: the "
+                            "link flapped; it is killed before the next command runs"]
+        monkeypatch.setattr(ssh.SSHDevice, "_housekeeping", housekeeping)
+        assert device.run(["true"], 10).exit_code == 0
+    finally:
+        device.close()
+    assert processes_with(marker) == [] and messages[-1].startswith(f"board: killed the {name} past its 2 s timeout")
 
 
 def _job(tmp_path):

@@ -69,8 +69,10 @@ def test_sweep_prints_the_table_then_the_run_id(sweep):
     assert "### digits_cnn on local" in first.stdout and "### given_int8 on local" in first.stdout
     assert "| int8 |" in first.stdout and "run partial: 2 failed, 12 ok" in first.stdout
     assert "| given | " in first.stdout and "failed [1]" in first.stdout
-    progress = [line for line in first.stderr.splitlines() if line.startswith("[")]
+    progress = [line for line in first.stderr.splitlines() if line.startswith("[") and "of launches done" not in line]
     assert len(progress) == 14 and progress[-1].startswith("[####################] 14/14")
+    rounds = [line.split("s ETA ")[1].split(" ", 1)[1] for line in first.stderr.splitlines() if "of launches" in line]
+    assert rounds == ["local: round 1/3 of launches done", "local: round 2/3 of launches done"]
     assert "custom_op given on local xnnpack 1t: FAILED: allocate failed:" in first.stderr
 
 

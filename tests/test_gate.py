@@ -1,139 +1,153 @@
-"""The gate, pure: verdicts on synthetic timings, matching of cells, the renderings; the
-statistics under it (the bootstrap of the median, step detection); device locks; the store's
-baselines and its upgrade from schema 2."""
+"""The gate, pure: verdicts on synthetic launches, Holm across cells, matching by device identity,
+coverage, the renderings; the confirmation's sequential test; launch orders; step detection and
+device locks."""
 
 from __future__ import annotations
 
-import sqlite3
+import math
 from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 
-from harness import gate, stats
-from harness.gate import Sampled, Settings
-
-RNG = np.random.default_rng(7)
-
-
-def timings(n: int, median: float = 1000.0, cv: float = 0.05, seed: int | None = None) -> np.ndarray:
-    rng = np.random.default_rng(seed) if seed is not None else RNG
-    return median * np.exp(rng.normal(0.0, cv, n))
+from harness import gate, gate_report, stats
+from harness.gate import RunNoise, Sampled, Settings
+from harness.schedule import ab_blocks, rounds
+from harness.sequential import LOOKS, PairedSequential
 
 
-def cell(samples, fingerprint="fp-a", device="pixel", variant="int8", runtime="litert 2.3.0", status="ok",
-         reason=None, threads=4) -> Sampled:
-    return Sampled(device, fingerprint, "mobilenet_v2", variant, "xnnpack", threads, status, reason, runtime,
-                   np.asarray(samples, dtype=np.float64))
+def launches(n: int, median: float = 1000.0, sigma: float = 0.02, seed: int = 0) -> np.ndarray:
+    """Launch medians: each launch lands at its own level around the cell's median."""
+    return median * np.exp(np.random.default_rng(seed).normal(0.0, sigma, n))
+
+
+def cell(values, identity="pixel-7#A", device="pixel", variant="int8", runtime="litert 2.3.0", status="ok",
+         reason=None, threads=4, artifact=None) -> Sampled:
+    return Sampled(device, identity, "fp", "mobilenet_v2", variant, "xnnpack", threads, status, reason, runtime,
+                   np.asarray(values, dtype=np.float64), artifact=artifact or f"sha-{variant}", runner="r1",
+                   protocol="{}")
+
+
+def judge(base, cand, settings=Settings(), history=()):
+    c = cell(cand)
+    c.history = history
+    return gate.compare([cell(base)], [c], settings)[0]
 
 
 # -- one configuration -------------------------------------------------------------------------
 
 
-def test_a_clear_regression():
-    verdict, reason, found = gate.judge(timings(50), timings(50, 1150.0), Settings())
-    assert verdict == "regression", reason
-    assert 1.10 < found["ratio"] < 1.20 and found["ci_low"] > 1.05 and found["p_value"] < 1e-6
-    assert "slower" in reason and "beyond the 5% threshold" in reason
+def test_a_clear_regression_over_five_launches_a_side():
+    v = judge(launches(5, seed=1), launches(5, 1150.0, seed=2))
+    assert v.verdict == "regression", v.reason
+    assert 1.10 < v.ratio < 1.20 and v.ci_low > 1.05 and v.p_adjusted < 1e-3 and v.n_candidate == 5
+    assert "slower over 5 / 5 clean launches" in v.reason
+    assert v.decided_by == "first pass"
 
 
 def test_a_clear_improvement():
-    verdict, reason, found = gate.judge(timings(50), timings(50, 850.0), Settings())
-    assert verdict == "improvement" and found["ratio"] < 0.9 and "faster" in reason
+    v = judge(launches(5, seed=3), launches(5, 850.0, seed=4))
+    assert v.verdict == "improvement" and v.ratio < 0.9 and "faster" in v.reason
 
 
-def test_identical_timings_are_unchanged():
-    same = timings(60)
-    verdict, reason, found = gate.judge(same, same.copy(), Settings())
-    assert verdict == "unchanged", reason
-    assert found["ratio"] == 1.0 and found["p_value"] > 0.4 and found["ci_low"] <= 1.0 <= found["ci_high"]
+def test_steady_launches_are_unchanged_and_say_what_they_could_have_caught():
+    v = judge(launches(8, sigma=0.003, seed=5), launches(8, sigma=0.003, seed=6))
+    assert v.verdict == "unchanged", v.reason
+    assert 0.99 < v.ratio < 1.01 and v.ci_low >= 0.95 and v.ci_high <= 1.05
+    assert 0.05 < v.detectable < 0.08  # above the threshold: the evidence cannot see 5 % with 95 % power alone
 
 
-def test_too_few_samples_is_inconclusive_never_a_pass():
-    verdict, reason, found = gate.judge(timings(5), timings(50, 2000.0), Settings())
-    assert verdict == "inconclusive" and "too few samples: baseline 5, candidate 50" in reason
-    assert "ratio" not in found  # nothing was tested
+def test_too_few_launches_is_inconclusive_never_a_pass():
+    v = judge(launches(1), launches(5, 2000.0))
+    assert v.verdict == "inconclusive" and "baseline 1 of 1, candidate 5 of 5" in v.reason
 
 
-def test_a_spread_too_wide_to_decide_is_inconclusive():
-    base, cand = timings(12, cv=0.3, seed=1), timings(12, cv=0.3, seed=2)
-    verdict, reason, found = gate.judge(base, cand, Settings())
-    assert verdict == "inconclusive" and "too noisy to decide" in reason
-    assert found["ci_high"] - found["ci_low"] > 0.2
+def test_invokes_of_one_process_are_not_evidence():
+    # thousands of invokes per launch would make any shift "significant"; the gate sees 5 launch
+    # medians a side, whose spread (each launch at its own level) says how little that is
+    noisy = judge(launches(5, sigma=0.10, seed=7), launches(5, 1080.0, sigma=0.10, seed=8))
+    assert noisy.verdict == "inconclusive" and noisy.p_value > 0.01 and noisy.detectable > 0.1
+    assert "could catch a slowdown of" in noisy.reason
 
 
-def test_a_significant_shift_smaller_than_the_threshold_is_not_a_regression():
-    # 50,000 timings a side make a 1 % shift highly significant; the effect size keeps it unchanged
-    base, cand = timings(50_000, cv=0.05, seed=3), timings(50_000, 1010.0, cv=0.05, seed=4)
-    verdict, reason, found = gate.judge(base, cand, Settings(threshold=0.05))
-    assert found["p_value"] < 1e-10 and verdict == "unchanged", reason
-    assert gate.judge(base, cand, Settings(threshold=0.005))[0] == "regression"
+def test_the_run_to_run_level_from_history_widens_the_evidence():
+    base, cand = launches(6, seed=9), launches(6, 1150.0, seed=10)
+    assert judge(base, cand).verdict == "regression"
+    # six earlier runs, each off by ~10 % up or down (no lasting step), launches tight inside
+    history = [list((1 + off) * launches(6, seed=11 + i)) for i, off in
+               enumerate((0.10, -0.10, 0.08, -0.09, 0.11, -0.07))]
+    v = judge(base, cand, history=history)
+    assert v.verdict == "inconclusive" and 0.06 < v.run_sigma < 0.15
+    assert "run-to-run spread" in v.reason and "from 6 earlier runs included" in v.reason
+    assert "run-to-run spread unknown" in judge(base, cand).reason
 
 
-def test_a_slowdown_past_the_threshold_without_significance_is_not_a_regression():
-    base, cand = timings(12, cv=0.25, seed=5), timings(12, 1080.0, cv=0.25, seed=6)
-    verdict, _, found = gate.judge(base, cand, Settings())
-    assert found["p_value"] >= 0.01 and verdict == "inconclusive"
-
-
-def test_a_change_within_the_run_to_run_noise_of_earlier_runs_is_inconclusive():
-    from harness.gate import RunNoise
-
-    base, cand = timings(50, seed=50), timings(50, 1150.0, seed=51)
-    assert gate.judge(base, cand, Settings())[0] == "regression"
-    noisy = RunNoise(sigma=0.10, dof=9, runs=10)  # p50 moves ~10 % from run to run
-    verdict, reason, found = gate.judge(base, cand, Settings(), noisy)
-    assert verdict == "inconclusive" and found["run_sigma"] == 0.10
-    assert "moves 10.5% (sigma over 10 earlier runs) from run to run" in reason
-    verdict, reason, _ = gate.judge(base, cand, Settings(), RunNoise(sigma=0.01, dof=9, runs=10))
-    assert verdict == "regression" and "beyond run-to-run noise of 1.0% (sigma over 10 earlier runs)" in reason
-    assert "run-to-run noise unknown" in gate.judge(base, cand, Settings())[1]
-
-
-def test_the_run_to_run_spread_is_taken_around_levels_and_needs_three_runs():
-    assert gate.run_noise([100.0, 102.0]) is None
-    rng = np.random.default_rng(54)
-    steady = list(100 * np.exp(rng.normal(0, 0.02, 12)))
+def test_run_noise_is_taken_around_levels_beyond_launch_noise_and_needs_three_runs():
+    assert gate.run_noise([[100.0, 101.0], [102.0, 100.0]]) is None
+    rng = np.random.default_rng(12)
+    steady = [list(100 * math.exp(rng.normal(0, 0.03)) * np.exp(rng.normal(0, 0.01, 5))) for _ in range(12)]
     noise = gate.run_noise(steady)
-    assert noise.runs == 12 and noise.dof == 11 and 0.01 < noise.sigma < 0.035
+    assert noise.runs == 12 and noise.dof == 11 and 0.015 < noise.sigma < 0.05
     # newest first: the last four runs moved up 30 % for good; that is a level, not noise
-    moved = [v * 1.3 for v in steady[:4]] + steady[4:]
+    moved = [[x * 1.3 for x in run] for run in steady[:4]] + steady[4:]
     shifted = gate.run_noise(moved)
     assert shifted.dof == 10 and shifted.sigma < 1.5 * noise.sigma
-    cell_with_history = cell(timings(50, 1150.0, seed=52))
-    cell_with_history.history = [1000.0, 1150.0, 880.0, 1210.0, 950.0, 1100.0]
-    v = gate.compare([cell(timings(50, seed=53))], [cell_with_history], Settings())[0]
-    assert v.verdict == "inconclusive" and v.run_sigma > 0.1
+    # runs that differ no more than their launches do have no run level of their own
+    flat = [list(100 * np.exp(rng.normal(0, 0.02, 5))) for _ in range(10)]
+    assert gate.run_noise(flat).sigma < 0.012
+
+
+def test_holm_controls_the_night_not_each_cell():
+    assert gate.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    # 162 unchanged cells, 5 launches a side: each p is uniform, the night's smallest is not
+    rng = np.random.default_rng(13)
+    false_nights = raw_nights = 0
+    for night in range(200):
+        base = [cell(launches(5, sigma=0.03, seed=int(rng.integers(1 << 30))), variant=f"v{i}") for i in range(162)]
+        cand = [cell(launches(5, sigma=0.03, seed=int(rng.integers(1 << 30))), variant=f"v{i}") for i in range(162)]
+        verdicts = gate.compare(base, cand, Settings(threshold=0.02))
+        false_nights += any(v.verdict == "regression" for v in verdicts)
+        # unadjusted, most nights of 162 cells have a "significant" slower cell past the threshold
+        raw_nights += any(v.p_slower < 0.01 and v.ratio > 1.02 for v in verdicts)
+        assert all(v.p_adjusted >= v.p_value for v in verdicts)
+    assert raw_nights >= 100 and false_nights <= 4  # <= 1 % expected: Holm, not per-cell alpha
 
 
 # -- matching cells of two runs ----------------------------------------------------------------
 
 
-def test_cells_are_matched_by_fingerprint_and_configuration_not_by_name():
-    base = [cell(timings(40, seed=10), device="pixel-7"), cell(timings(40, cv=0.02, seed=11), threads=1)]
-    cand = [cell(timings(40, 1300.0, seed=12), device="pixel-7-renamed"), cell(timings(40, cv=0.02, seed=13), threads=1)]
-    verdicts = {(v.device, v.threads): v for v in gate.compare(base, cand, Settings())}
-    assert verdicts[("pixel-7-renamed", 4)].verdict == "regression"
-    assert verdicts[("pixel", 1)].verdict == "unchanged"
-    assert gate.failing(list(verdicts.values())) == [verdicts[("pixel-7-renamed", 4)]]
+def test_two_boards_of_one_image_are_never_cross_matched():
+    # pi-a and pi-b share every fingerprint key; their identities (host keys) differ; pi-b is 10 % slower
+    base = [cell(launches(5, seed=20), identity="fp#pi-a", device="pi-a"),
+            cell(launches(5, 1100.0, seed=21), identity="fp#pi-b", device="pi-b")]
+    cand = [cell(launches(5, seed=22), identity="fp#pi-a", device="pi-a")]
+    verdicts = gate.compare(base, cand, Settings())
+    by_device = {v.device: v for v in verdicts}
+    assert 0.95 < by_device["pi-a"].ratio < 1.05 and by_device["pi-a"].verdict != "regression"
+    assert by_device["pi-b"].verdict == "not comparable" and by_device["pi-b"].reason == "only in the baseline run"
 
 
-def test_a_different_fingerprint_is_listed_never_compared():
-    verdicts = gate.compare([cell(timings(40), fingerprint="fp-a")], [cell(timings(40, 3000.0), fingerprint="fp-b")],
-                            Settings())
-    assert len(verdicts) == 1
-    v = verdicts[0]
-    assert v.verdict == "not comparable" and v.ratio is None
-    assert "device fingerprint differs: baseline fp-a, candidate fp-b" in v.reason
+def test_a_renamed_entry_of_the_same_board_is_matched_and_said_so():
+    verdicts = gate.compare([cell(launches(5, seed=23), device="pixel-7")],
+                            [cell(launches(5, 1300.0, seed=24), device="pixel-7-lab")], Settings())
+    assert [v.verdict for v in verdicts] == ["regression"]
+    assert verdicts[0].renamed_from == "pixel-7" and "this device was 'pixel-7' in the baseline" in verdicts[0].reason
+
+
+def test_another_board_under_the_same_name_is_listed_never_compared():
+    verdicts = gate.compare([cell(launches(5), identity="fp#board-1")],
+                            [cell(launches(5, 3000.0), identity="fp#board-2")], Settings())
+    assert len(verdicts) == 1 and verdicts[0].verdict == "not comparable" and verdicts[0].ratio is None
+    assert "device identity differs: baseline fp#board-1, candidate fp#board-2" in verdicts[0].reason
     assert gate.failing(verdicts) == [] and gate.failing(verdicts, strict=True) == verdicts
 
 
 def test_a_different_runtime_failed_cells_and_cells_of_one_run_are_listed():
-    base = [cell(timings(40), variant="fp32"), cell(timings(40), variant="int8"), cell(timings(40), variant="float16"),
-            cell(timings(40), variant="dynamic")]
-    cand = [cell(timings(40, 2000.0), variant="fp32", runtime="litert 2.4.0"),
+    base = [cell(launches(5), variant="fp32"), cell(launches(5), variant="int8"), cell(launches(5), variant="float16"),
+            cell(launches(5), variant="dynamic")]
+    cand = [cell(launches(5, 2000.0), variant="fp32", runtime="litert 2.4.0"),
             cell([], variant="int8", status="failed", reason="invoke failed: boom"),
-            cell(timings(40), variant="int16x8")]
+            cell(launches(5), variant="int16x8")]
     verdicts = {v.variant: v for v in gate.compare(base, cand, Settings())}
     assert {v.verdict for v in verdicts.values()} == {"not comparable"}
     assert "runtime differs: baseline litert 2.3.0, candidate litert 2.4.0" in verdicts["fp32"].reason
@@ -143,75 +157,236 @@ def test_a_different_runtime_failed_cells_and_cells_of_one_run_are_listed():
 
 
 def test_a_device_that_did_not_answer_is_paired_by_name_and_says_why():
-    base = [cell(timings(40))]
-    cand = [cell([], fingerprint=None, status="failed", reason="device did not answer: connection refused")]
-    verdicts = gate.compare(base, cand, Settings())
+    cand = [cell([], identity=None, status="failed", reason="device did not answer: connection refused")]
+    verdicts = gate.compare([cell(launches(5))], cand, Settings())
     assert [(v.verdict, v.reason) for v in verdicts] == [
         ("not comparable", "failed in the candidate: device did not answer: connection refused")]
 
 
+def test_same_bytes_same_runner_same_runtime_is_marked_identical():
+    same = gate.compare([cell(launches(5), artifact="abc")], [cell(launches(5), artifact="abc")], Settings())[0]
+    other = gate.compare([cell(launches(5), artifact="abc")], [cell(launches(5), artifact="def")], Settings())[0]
+    assert same.identical and not other.identical
+
+
+def test_coverage_counts_what_could_be_compared():
+    base = [cell(launches(5), variant=f"v{i}") for i in range(4)]
+    cand = [cell(launches(5), variant="v0"), cell(launches(5), variant="v1", identity="fp#new-board")]
+    verdicts = gate.compare(base, cand, Settings())
+    assert gate.coverage(verdicts, base) == (1, 4)
+    assert gate_report.coverage_line(1, 4) == "compared 1 of the baseline's 4 measured cells (25%)"
+
+
 def test_settings_out_of_range_name_their_option():
     assert Settings().problems() == []
-    options = [o for o, _ in Settings(threshold=5, alpha=0.9, min_samples=1).problems()]
-    assert options == ["--threshold", "--alpha", "--min-samples"]
+    options = [o for o, _ in Settings(threshold=5, alpha=0.9, min_launches=1, catch=0.001).problems()]
+    assert options == ["--threshold", "--alpha", "--min-launches", "--catch"]
+    assert Settings(threshold=0.02).target == pytest.approx(0.06)
 
 
 # -- renderings --------------------------------------------------------------------------------
 
 
 def test_markdown_and_junit_show_every_cell_and_fail_the_regression():
-    base = [cell(timings(40, seed=20), variant="fp32"), cell(timings(40, cv=0.02, seed=21), variant="int8"),
-            cell(timings(3, seed=22), variant="float16")]
-    cand = [cell(timings(40, 1400.0, seed=23), variant="fp32"), cell(timings(40, cv=0.02, seed=24), variant="int8"),
-            cell(timings(40, seed=25), variant="float16")]
+    base = [cell(launches(5, seed=30), variant="fp32"), cell(launches(8, sigma=0.003, seed=31), variant="int8"),
+            cell(launches(1, seed=32), variant="float16")]
+    cand = [cell(launches(5, 1400.0, seed=33), variant="fp32"), cell(launches(8, sigma=0.003, seed=34), variant="int8"),
+            cell(launches(5, seed=35), variant="float16")]
     verdicts = gate.compare(base, cand, Settings())
-    table = gate.markdown(verdicts, "release-1 (r1)", "r2", Settings())
+    table = gate_report.markdown(verdicts, "release-1 (r1)", "r2", Settings(), ["compared 3 of 3"])
     rows = [line for line in table.splitlines() if line.startswith("| pixel |")]
     assert len(rows) == 3 and "**regression**" in rows[0] and "| fp32 |" in rows[0]  # regressions first
-    assert "**1 regression, 1 unchanged, 1 inconclusive**" in table
+    assert "**1 regression, 1 unchanged, 1 inconclusive**" in table and "- compared 3 of 3" in table
     shift = next(line for line in table.splitlines() if line.startswith("- pixel: "))
-    assert shift.startswith("- pixel: 2 cells compared, median ratio 1.") and "1 slower and 0 faster" in shift
+    assert shift.startswith("- pixel: 3 cells compared, median ratio 1.") and "1 slower and 0 faster" in shift
     fp32 = rows[0].split(" | ")
-    assert fp32[5].endswith(" µs") and fp32[6].endswith(" ms") and fp32[7].startswith("1.") and "[" in fp32[7] and fp32[9] == "40 / 40"
+    assert fp32[5].endswith(" ms") and fp32[6].endswith(" ms") and "[" in fp32[7] and fp32[10] == "5 / 5"
+    unchanged = next(r for r in rows if "| int8 |" in r).split(" | ")
+    assert unchanged[11].startswith("≥ ") and unchanged[13] == "first pass"
 
-    root = ElementTree.fromstring(gate.junit(verdicts, "release-1 (r1)", "r2"))
+    root = ElementTree.fromstring(gate_report.junit(verdicts, "release-1 (r1)", "r2"))
     suite = root.find("testsuite")
     assert suite.get("tests") == "3" and suite.get("failures") == "1" and suite.get("skipped") == "1"
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert set(cases) == {"fp32 xnnpack 4t", "int8 xnnpack 4t", "float16 xnnpack 4t"}
     assert cases["fp32 xnnpack 4t"].find("failure").get("type") == "regression"
     assert cases["float16 xnnpack 4t"].find("skipped") is not None
     assert cases["int8 xnnpack 4t"].find("failure") is None and cases["int8 xnnpack 4t"].find("skipped") is None
-    strict = ElementTree.fromstring(gate.junit(verdicts, "r1", "r2", strict=True)).find("testsuite")
+    strict = ElementTree.fromstring(gate_report.junit(verdicts, "r1", "r2", strict=True)).find("testsuite")
     assert strict.get("failures") == "2"
 
 
-# -- the statistics under the gate --------------------------------------------------------------
+# -- the confirmation's sequential test ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [51, 50])
-def test_the_bootstrap_of_the_median_matches_resampling(n):
-    x = timings(n, cv=0.1, seed=30)
-    rng = np.random.default_rng(31)
-    resampled = np.median(rng.choice(x, (20_000, n)), axis=1)
-    drawn = stats.bootstrap_medians(x, 20_000, rng)
-    for q in (2.5, 25, 50, 75, 97.5):
-        assert np.percentile(drawn, q) == pytest.approx(np.percentile(resampled, q), rel=0.004), q
-    if n % 2:  # an odd resample's median is one of the timings
-        assert set(np.unique(drawn)) <= set(x)
+def arms(n: int, slowdown: float, sigma: float, rng, interfered: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Launch centers of n A/B pairs: each pair shares the device's state of the moment; a launch
+    is slowed by 20-60 % with probability `interfered`."""
+    now = rng.normal(0.0, 0.05, n)
+
+    def arm(shift):
+        hit = rng.random(n) < interfered
+        return 1000.0 * np.exp(now + shift + rng.normal(0.0, sigma / math.sqrt(2), n) + hit * rng.uniform(0.2, 0.6, n))
+
+    return arm(0.0), arm(math.log1p(slowdown))
 
 
-def test_the_interval_of_the_median_covers_it():
-    x = timings(200, seed=32)
-    low, high = stats.median_ci(x, 0.95)
-    assert low < np.median(x) < high and high - low < 0.05 * np.median(x)
+def run_sequential(test: PairedSequential, slowdown: float, sigma: float, rng,
+                   interfered: float = 0.0) -> tuple[str | None, int, float]:
+    a, b = arms(LOOKS[-1], slowdown, sigma, rng, interfered)
+    looks = []
+    for n in LOOKS:
+        looks.append(test.look(a[:n], b[:n]))
+        if looks[-1].decision:
+            break
+    return looks[-1].decision, looks[-1].pairs, test.p_value(looks)
 
 
-def test_mann_whitney_is_one_sided():
-    base, slow = timings(30, seed=33), timings(30, 1200.0, seed=34)
-    assert stats.mann_whitney_p(base, slow, "greater") < 1e-6 < 0.5 < stats.mann_whitney_p(base, slow, "less")
-    with pytest.raises(ValueError):
-        stats.mann_whitney_p(base, slow, "two-sided")
+def test_the_sequential_test_confirms_a_slowdown_and_clears_a_steady_cell():
+    rng = np.random.default_rng(40)
+    test = PairedSequential(threshold=0.02, alpha=0.01, catch=0.05, family=3)
+    decision, pairs, p = run_sequential(test, 0.10, 0.03, rng)
+    assert decision == "regression" and pairs <= 16 and p < 0.01 / 3
+    decision, pairs, _ = run_sequential(test, 0.0, 0.03, rng)
+    assert decision == "unchanged" and pairs <= 16
+    faster = run_sequential(test, -0.10, 0.03, rng)  # no slowdown to confirm: stops soon
+    assert faster[0] in ("improvement", "unchanged") and faster[1] <= 16
+
+
+def test_interfered_launches_leave_their_pairs_out():
+    from harness.sequential import kept_pairs
+
+    a = np.array([100.0, 101.0, 150.0, 99.0, 100.5, 100.0])
+    b = np.array([105.0, 104.0, 106.0, 160.0, 105.5, 104.0])  # 5 % slower; launch 3 of A, 4 of B interfered
+    d = kept_pairs(a, b)
+    assert d.size == 4 and np.allclose(np.exp(d), [1.05, 1.0297, 1.0498, 1.04], atol=1e-3)
+    look = PairedSequential(threshold=0.02, alpha=0.5, catch=0.05).look(a, b)
+    assert look.pairs == 6 and look.kept == 4 and 1.03 < look.ratio < 1.05
+
+
+def test_the_sequential_test_keeps_its_error_rates_whatever_the_stopping():
+    rng = np.random.default_rng(41)
+    test = PairedSequential(threshold=0.02, alpha=0.01, catch=0.05, family=1)
+    null = [run_sequential(test, 0.0, 0.03, rng, interfered=0.25) for _ in range(1000)]
+    assert sum(d == "regression" for d, _, _ in null) <= 10  # <= alpha 0.01, spent at 0.002 a look (5 looks)
+    slow = [run_sequential(test, 0.06, 0.03, rng, interfered=0.25) for _ in range(300)]
+    caught = sum(d == "regression" for d, _, _ in slow) / len(slow)
+    missed_by_futility = sum(d == "unchanged" for d, _, _ in slow) / len(slow)
+    assert caught >= 0.9 and missed_by_futility <= 0.05
+    a, b = arms(64, 0.0, 0.03, rng)
+    assert test.detectable(test.look(a, b)) < 0.05
+
+
+class TruthBench:
+    """A bench whose launches follow a known truth: the candidate arm of `slowed` cells is that much
+    slower, every launch off by `sigma` (log), each launch costing `seconds`. Confirmation's choices
+    (which cells, how many pairs, what budget) are the subject here, not measurement."""
+
+    def __init__(self, slowed: dict[str, float], sigma=0.02, seconds=1.0, closed=(), seed=0):
+        self.slowed, self.sigma, self.seconds, self.closed = slowed, sigma, seconds, closed
+        self.rng = np.random.default_rng(seed)
+        self.launched: dict[str, int] = {}
+        self.kept: list[tuple[str, str, int]] = []
+        self.settled: dict[str, str] = {}
+
+    def open(self, v):
+        return "artifact gone from the cache" if v.variant in self.closed else None
+
+    def launch(self, v, arm):
+        self.launched[v.variant] = self.launched.get(v.variant, 0) + 1
+        slow = 1.0 + self.slowed.get(v.variant, 0.0) if arm == "B" else 1.0
+        return 1000.0 * slow * math.exp(self.rng.normal(0.0, self.sigma)), self.seconds
+
+    def keep(self, v, outcome, reason, pairs):
+        self.kept.append((v.variant, outcome, pairs))
+
+    def settle(self, v, outcome):
+        self.settled[v.variant] = outcome
+
+
+def suspects(count: int, seed: int = 60) -> list:
+    """`count` cells the first pass could not clear (3 % slower, past the threshold, over 3 launches a
+    side at a 6 % spread: `inconclusive`, or a first-pass `regression`)."""
+    rng = np.random.default_rng(seed)
+    base = [cell(launches(3, sigma=0.06, seed=int(rng.integers(1 << 30))), variant=f"v{i}") for i in range(count)]
+    cand = [cell(launches(3, 1030.0, sigma=0.06, seed=int(rng.integers(1 << 30))), variant=f"v{i}",
+                 artifact=f"sha-v{i}-rebuilt") for i in range(count)]  # new bytes: the model may have changed
+    verdicts = gate.compare(base, cand, Settings(threshold=0.02))
+    assert all(v.verdict in ("inconclusive", "regression") for v in verdicts), [v.reason for v in verdicts]
+    return verdicts
+
+
+def test_confirmation_measures_few_suspects_directly_and_confirms_only_the_slowed_one():
+    from harness.confirm import Budget, Confirmer
+
+    verdicts = suspects(4)
+    bench = TruthBench({"v2": 0.08}, closed=("v3",))
+    spent = Confirmer(bench, Settings(threshold=0.02), Budget(120, 1800)).run(verdicts)
+    by = {v.variant: v for v in verdicts}
+    assert by["v2"].verdict == "regression" and by["v2"].decided_by.startswith("confirmation: ")
+    assert 1.05 < by["v2"].ratio < 1.11 and "re-measured now, interleaved (ABBA)" in by["v2"].reason
+    assert by["v0"].verdict == by["v1"].verdict == "unchanged"  # 4 suspects fit the family: no screen
+    assert by["v1"].first_pass == "regression"  # the first pass's 3 launches a side saw a slowdown; now, none
+    assert all(outcome != "screen" for _, outcome, _ in bench.kept)
+    assert by["v3"].verdict == "inconclusive" and by["v3"].decided_by == "not confirmed"
+    assert "artifact gone from the cache" in by["v3"].reason and "v3" not in bench.launched
+    assert spent.launches == sum(bench.launched.values()) and spent.seconds == spent.launches
+    assert bench.settled == {"v0": "unchanged", "v1": "unchanged", "v2": "regression"}  # v3: never measured
+
+
+def test_many_suspects_are_screened_and_the_family_is_the_most_suspect():
+    from harness.confirm import CONFIRM_CELLS, SCREEN_PAIRS, Budget, Confirmer
+
+    verdicts = suspects(14, seed=61)
+    bench = TruthBench({"v5": 0.08, "v11": 0.08}, seed=1)
+    Confirmer(bench, Settings(threshold=0.02), Budget(120, 1800)).run(verdicts)
+    by = {v.variant: v for v in verdicts}
+    assert by["v5"].verdict == by["v11"].verdict == "regression"
+    screened_only = [v for v in verdicts if v.decided_by == f"screen: {SCREEN_PAIRS} pairs"]
+    assert len(screened_only) == 14 - CONFIRM_CELLS and all(v.verdict == "inconclusive" for v in screened_only)
+    assert all("not among the 8 most suspect" in v.reason for v in screened_only)
+    assert sum(outcome == "screen" for _, outcome, _ in bench.kept) == 14
+    assert all(pairs == SCREEN_PAIRS for _, outcome, pairs in bench.kept if outcome == "screen")
+
+
+def test_the_budget_bounds_what_confirmation_spends():
+    from harness.confirm import Budget, Confirmer
+
+    verdicts = suspects(4, seed=62)
+    bench = TruthBench({}, sigma=0.10, seconds=1.0, seed=2)  # too noisy to decide in a few pairs
+    spent = Confirmer(bench, Settings(threshold=0.02), Budget(30, 50)).run(verdicts)
+    assert spent.seconds <= 50 + 2 and max(bench.launched.values()) <= 30
+    assert not any(v.verdict in ("regression", "unchanged") and "budget" in v.decided_by for v in verdicts)
+    late = [v for v in verdicts if "night's confirmation budget (50 s) was spent" in v.reason]
+    assert late and all(v.verdict == "inconclusive" for v in late)
+
+
+def test_the_signed_rank_distribution_is_exact():
+    from itertools import product
+
+    from harness.sequential import signed_rank_cdf
+
+    n = 6
+    sums = [sum(r for r, s in zip(range(1, n + 1), signs) if s) for signs in product((0, 1), repeat=n)]
+    brute = np.cumsum(np.bincount(sums, minlength=n * (n + 1) // 2 + 1)) / 2 ** n
+    assert np.allclose(signed_rank_cdf(n), brute) and signed_rank_cdf(n)[-1] == pytest.approx(1.0)
+
+
+# -- launch orders ------------------------------------------------------------------------------
+
+
+def test_launches_are_interleaved_in_rounds_reproducibly():
+    cells = [f"c{i}" for i in range(6)]
+    order = rounds(cells, 4, seed=7, machine="local")
+    assert order == rounds(cells, 4, seed=7, machine="local") != rounds(cells, 4, seed=8, machine="local")
+    assert [k for _, k in order] == [k for k in range(4) for _ in cells]  # launch k of every cell in round k
+    assert all(sorted(c for c, k in order if k == r) == cells for r in range(4))
+    assert all(a[0] != b[0] for a, b in zip(order, order[1:]))  # never one cell twice in a row
+    firsts = {rounds(cells, 4, seed=seed, machine="local")[r * 6][0] for seed in range(5) for r in range(4)}
+    assert firsts == set(cells)  # no cell (fp32, say) is always measured first
+    assert ab_blocks(4) == list("ABBABAAB")
+
+
+# -- the statistics under the gate (history) -----------------------------------------------------
 
 
 def test_steps_are_found_where_a_series_moved():
@@ -233,10 +408,10 @@ def test_steps_are_found_where_a_series_moved():
     assert stats.detect_steps([100, 110]) == []  # too short to tell
 
 
-# -- device locks ------------------------------------------------------------------------------
+# -- machine locks ------------------------------------------------------------------------------
 
 
-def test_a_device_is_locked_by_what_it_is_not_its_name(tmp_path):
+def test_a_machine_is_locked_by_what_it_is_not_its_name(tmp_path):
     from devices.adb import ADBConfig
     from devices.local import LocalConfig
     from harness.lock import DeviceBusy, DeviceLocks
@@ -260,44 +435,54 @@ def test_a_device_is_locked_by_what_it_is_not_its_name(tmp_path):
         pass
 
 
-def test_one_device_twice_in_an_inventory_is_locked_once(tmp_path):
+def test_entries_of_one_machine_share_one_lock_and_one_worker(tmp_path):
+    from devices.local import LocalConfig
     from devices.ssh import SSHConfig
-    from harness.lock import DeviceLocks
+    from harness.lock import DeviceLocks, machine_of
 
-    messages = []
-    same = [SSHConfig(name="pi", host="10.0.0.5", user="pi"), SSHConfig(name="pi-again", host="10.0.0.5", user="pi")]
-    with DeviceLocks(same, log=messages.append, directory=tmp_path) as locks:
+    same = [SSHConfig(name="pi", host="10.0.0.5", user="pi"), SSHConfig(name="pi-again", host="10.0.0.5", user="root")]
+    with DeviceLocks(same, directory=tmp_path) as locks:
         assert len(locks.held) == 1
-    assert "'pi', 'pi-again' are one device (ssh:pi@10.0.0.5:22)" in messages[0]
+    assert machine_of(same[0]) == machine_of(same[1]) == "ssh:10.0.0.5:22"
+    coral = LocalConfig(name="coral-usb", accelerator="edgetpu", edgetpu_device="usb:0")
+    assert machine_of(LocalConfig(name="local")) == machine_of(coral) == "local"
+    assert machine_of(SSHConfig(name="loop", host="127.0.0.1", port=2222)) == "local"  # this host, over loopback
 
 
-# -- the store's baselines ---------------------------------------------------------------------
+# -- the device's launch variance (moderated t) and the noise levels -------------------------------
 
 
-def test_baselines_name_runs_and_a_schema_2_store_is_upgraded(tmp_path):
-    from harness.errors import ConfigError
-    from harness.store import SCHEMA_VERSION, Store
+def test_the_device_prior_weighs_one_cell_by_how_alike_the_cells_are():
+    rng = np.random.default_rng(60)
+    alike = [(rng.normal(0, 0.03, 5), rng.normal(0, 0.03, 5)) for _ in range(60)]
+    prior = gate.device_prior(alike)
+    assert prior.dof > 30 and 0.025 < math.sqrt(prior.variance) < 0.035
+    mixed = [(rng.normal(0, s, 5), rng.normal(0, s, 5)) for s in rng.choice([0.01, 0.06], 60)]
+    assert gate.device_prior(mixed).dof < 10  # cells this unlike each other lend one another little
+    assert gate.device_prior(alike[:2]) is None
+    # one clean launch a side still has a variance to be tested against: the device's
+    one = gate.evidence(np.array([np.log(1000.0)]), np.array([np.log(1100.0)]), prior=prior)
+    assert one.n_b == one.n_c == 1 and one.dof > 30 and one.p_slower < 0.01
 
-    path = tmp_path / "old.sqlite"
-    store = Store(path)
-    run = store.create_run(plan_name="nightly")
-    store.close()
-    db = sqlite3.connect(path)  # what a store written before baselines existed looks like
-    db.executescript("DROP TABLE baselines; UPDATE meta SET value = '2' WHERE key = 'schema_version';")
-    db.commit()
-    db.close()
 
-    store = Store(path)
-    try:
-        assert store.db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "3"
-        assert store.set_baseline("release-1", run, "shipped") is None
-        assert store.resolve_baseline("release-1") == (run, "release-1")
-        assert store.resolve_baseline(run[:10]) == (run, None)
-        other = store.create_run(plan_name="nightly")
-        assert store.set_baseline("release-1", other) == run
-        assert [(b["tag"], b["run_id"], b["plan_name"]) for b in store.baselines()] == [("release-1", other, "nightly")]
-        with pytest.raises(ConfigError, match=r"'nope' is neither a baseline tag \(release-1\) nor a run id"):
-            store.resolve_baseline("nope")
-        assert store.remove_baseline("release-1") and not store.remove_baseline("release-1")
-    finally:
-        store.close()
+def test_the_noise_levels_are_recovered_from_repeated_runs():
+    from harness.noise import estimate
+
+    rng = np.random.default_rng(61)
+    cells, runs, launches = 40, 5, 5
+    shifts = rng.normal(0, 0.03, runs)  # the device moves 3 % from run to run
+    data = {}
+    for c in range(cells):
+        per_run = []
+        for r in range(runs):
+            x = shifts[r] + rng.normal(0, 0.02, launches)  # launches spread 2 %
+            hit = rng.random(launches) < 0.2  # a fifth slowed by interference, by 30-50 %
+            x[hit] += rng.uniform(0.3, 0.5, hit.sum())
+            per_run.append([(r * 1000 + c * launches + k, float(1000 * np.exp(v))) for k, v in enumerate(x)])
+        data[("m", c)] = per_run
+    found = estimate(data)
+    assert 0.014 < found.launch_sigma < 0.024  # the clean launches' spread (a little truncated)
+    assert 0.12 < found.interfered < 0.28 and found.cell_run_sigma < 0.01
+    assert 0.015 < found.device_run_sigma < 0.06
+    assert 0.3 < np.median(found.interference_offsets) < 0.5
+    assert any("interference" in line for line in found.describe())

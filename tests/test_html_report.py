@@ -18,10 +18,11 @@ import pytest
 
 from conftest import ROOT, harness_cli
 from harness.html_report import render_html
-from harness.store import CellRecord, Store
+from harness.store import CellRecord, LaunchRecord, Store
 
 ARTIFACTS = Path(os.environ.get("HARNESS_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts"))
-FINGERPRINT = {"fingerprint_id": "a1b2c3d4e5f60718", "cpu_model": "Cortex-A76", "cores": 4, "os": "Debian 12",
+IDENTITY = "a1b2c3d4e5f60718-1000000012345678"
+FINGERPRINT = {"fingerprint_id": "a1b2c3d4e5f60718", "serial": "1000000012345678", "cpu_model": "Cortex-A76", "cores": 4, "os": "Debian 12",
                "kernel": "6.1.0-rpi7", "governor": "performance", "device_model": "Raspberry Pi 5 Model B",
                "runtime": "ai_edge_litert", "runtime_version": "2.3.0"}
 
@@ -38,8 +39,9 @@ def _cell(variant: str, delegate: str, p50: float, status: str = "ok", reason: s
             metrics["top1_accuracy"] = accuracy
     return CellRecord(device_name="pi5", model="digits_cnn", variant=variant, delegate=delegate, threads=4,
                       status=status, reason=reason, device_fingerprint=FINGERPRINT["fingerprint_id"],
-                      runtime_name="ai_edge_litert", runtime_version="2.3.0", temp_before_c=48.5, temp_after_c=55.25,
-                      metrics=metrics, samples_us=samples)
+                      device_identity=IDENTITY, runtime_name="ai_edge_litert", runtime_version="2.3.0",
+                      temp_before_c=48.5, temp_after_c=55.25, metrics=metrics,
+                      launches=[LaunchRecord(k, samples[k * 40:(k + 1) * 40], seq=k) for k in range(5)] if samples else [])
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def fixed_store(tmp_path):
     """A real store holding one run of fixed rows: the seeds' digits CNN on a Pi 5, two delegates,
     one variant that failed to convert and one a delegate skipped."""
     store = Store(tmp_path / "fixed.sqlite")
-    store.upsert_device(FINGERPRINT["fingerprint_id"], "pi5", "ssh", FINGERPRINT)
+    store.upsert_device(IDENTITY, FINGERPRINT["fingerprint_id"], "pi5", "ssh", FINGERPRINT["serial"], FINGERPRINT)
     earlier = store.create_run(plan_name="quick", git_commit="0" * 40)
     store.add_cell(earlier, _cell("fp32", "xnnpack", 500.0, accuracy=0.9806, seed=9))
     store.finish_run(earlier, "ok")
@@ -201,7 +203,8 @@ def test_exports_are_tidy_tables_for_pandas(fixed_store, tmp_path):
     assert len(frame) == store.count("samples") == 7 * 200 and frame["run_id"].nunique() == 2
     one = frame[(frame.run_id == run) & (frame.variant == "fp32") & (frame.delegate == "cpu")]
     cell = next(c for c in store.cells(run) if c["variant"] == "fp32" and c["delegate"] == "cpu")
-    assert list(one["seq"]) == list(range(200))
+    assert list(one["launch"]) == [k for k in range(5) for _ in range(40)]
+    assert list(one["seq"]) == list(range(40)) * 5 and (one["device_identity"] == IDENTITY).all()
     assert np.allclose(one["latency_us"].to_numpy(), store.samples(cell["id"]).astype(np.float64))
     bad = harness_cli("export", "--format", "xlsx", "--out", str(tmp_path / "x"), "--db", db)
     assert bad.returncode == 2 and "invalid choice: 'xlsx'" in bad.stderr

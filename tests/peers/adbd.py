@@ -28,9 +28,10 @@ profile's thermal zones and cpufreq files; the benchmark_model stand-in is
 tests/peers/android_bench.py (`peer.benchmark_model_host_path`, `peer.install_benchmark_model`).
 
 Faults: `accept_new_keys` (the "Allow USB debugging?" prompt answered Allow, or never answered),
-`authorized_keys`, `drop_during(substring, after_s)`, `drop_connections()`, `delegate_failure`,
-`set_temperature`, `thermal_status`. Everything is logged to workdir/adbd.log (`log_text()`),
-nothing is printed. No pytest here: tests use it directly.
+`authorized_keys`, `drop_during(substring, after_s, keep_running)` (with keep_running the commands
+on the dropped connection go on, as on a phone whose adbd notices a dead Wi-Fi link late),
+`drop_connections()`, `delegate_failure`, `set_temperature`, `thermal_status`. Everything is
+logged to workdir/adbd.log (`log_text()`), nothing is printed. No pytest here: tests use it directly.
 """
 
 from __future__ import annotations
@@ -429,6 +430,7 @@ class _Connection:
         self.ids = itertools.count(1)
         self.procs: set[subprocess.Popen] = set()
         self.dropping = False
+        self.keep_running = False  # dropped without the device noticing: its commands run on
         self.gone = threading.Event()
 
     # wire
@@ -598,13 +600,15 @@ class _Connection:
         with self.lock:
             self.procs.discard(proc)
 
-    def drop(self) -> None:
-        """Close the TCP connection abruptly (RST, no CLSE) and kill what was started on it."""
+    def drop(self, keep_running: bool = False) -> None:
+        """Close the TCP connection abruptly (RST, no CLSE) and kill what was started on it; with
+        `keep_running`, leave it running, as a phone's adbd does until it notices a dead Wi-Fi link."""
         if self.gone.is_set() or self.dropping:
             return
         with self.send_lock:  # no packet is half-sent when the link goes
             self.dropping = True
-        self.log.info("%s: dropping the connection", self.name)
+            self.keep_running = keep_running
+        self.log.info("%s: dropping the connection%s", self.name, " (its commands keep running)" * keep_running)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.sock.shutdown(socket.SHUT_RD)  # wakes the reader, which closes the socket
@@ -615,6 +619,9 @@ class _Connection:
     def _kill_all(self) -> None:
         with self.lock:
             procs = list(self.procs)
+        if self.keep_running:  # left to the client to kill; whatever is left dies with the peer
+            self.peer._left_running.update(procs)
+            return
         for proc in procs:
             _kill_session(proc)
 
@@ -660,7 +667,8 @@ class AdbPeer:
         self._temps = {s.name: float(s.celsius) for s in profile.sensors}
         self._lock = threading.RLock()
         self._connections: set[_Connection] = set()
-        self._drop_rule: tuple[str, float] | None = None
+        self._drop_rule: tuple[str, float, bool] | None = None
+        self._left_running: set[subprocess.Popen] = set()  # by connections dropped with keep_running
         self._stopping = threading.Event()
         self._log_path = self.workdir / "adbd.log"
         self._log = logging.getLogger(f"tests.peers.adbd.{id(self):x}")
@@ -714,10 +722,11 @@ class AdbPeer:
         shutil.copyfile(self.benchmark_model_host_path, target)
         os.chmod(target, 0o755)
 
-    def drop_during(self, substring: str, after_s: float) -> None:
-        """One shot: the next shell command containing `substring` loses its connection `after_s` later."""
+    def drop_during(self, substring: str, after_s: float, keep_running: bool = False) -> None:
+        """One shot: the next shell command containing `substring` loses its connection `after_s` later.
+        With `keep_running` the device does not notice: what runs on that connection goes on."""
         with self._lock:
-            self._drop_rule = (substring, float(after_s))
+            self._drop_rule = (substring, float(after_s), keep_running)
 
     def drop_connections(self) -> None:
         for conn in list(self._connections):
@@ -744,6 +753,8 @@ class AdbPeer:
         for conn in list(self._connections):
             conn.drop()
             conn.gone.wait(timeout=5)
+        for proc in self._left_running:
+            _kill_session(proc)
         self._log.info("stopped")
         self._handler.close()
         self._log.removeHandler(self._handler)
@@ -836,14 +847,14 @@ class AdbPeer:
         self._log.info("%s: pid %d runs %r", conn.name, proc.pid, command)
         if rule is not None:
             self._log.info("%s: will drop in %.3f s (command contains %r)", conn.name, rule[1], rule[0])
-            timer = threading.Timer(rule[1], conn.drop)
+            timer = threading.Timer(rule[1], conn.drop, kwargs={"keep_running": rule[2]})
             timer.daemon = True
             timer.start()
         return proc
 
     def _shell(self, conn: _Connection, stream: _Stream, command: str, v2: bool) -> None:
         proc = self._spawn(conn, command, merge_stderr=not v2)
-        stream.on_abort.append(lambda: _kill_session(proc))
+        stream.on_abort.append(lambda: conn.keep_running or _kill_session(proc))
         if stream.closed:  # closed while starting
             _kill_session(proc)
 

@@ -9,10 +9,11 @@ so `link_down()` can cut the link as a pulled cable would. No pytest here: tests
 Killing: sshd forks one child per connection and that child calls setsid(), as does the child
 running the user's command, so neither stays in the listener's process group and `os.killpg`
 would leave open connections alive. sshd is therefore started as `unshare --pid --fork
---kill-child sshd ...`: it is the init of its own PID namespace, and when it dies the kernel kills
-every process left in that namespace and reaps them before unshare (our child) returns. So
-`kill()` is one SIGKILL, and when it returns every connection is closed. This needs root, as do
-the network namespaces and sshd's /run/sshd.
+--kill-child --mount-proc sshd ...`: it is the init of its own PID namespace, and when it dies the
+kernel kills every process left in that namespace and reaps them before unshare (our child)
+returns. So `kill()` is one SIGKILL, and when it returns every connection is closed. The namespace
+has its own /proc, as a board has: the pids a session's shell prints are the ones it finds in
+/proc and can kill. This needs root, as do the network namespaces and sshd's /run/sshd.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ class SSHHost:
         _live[id(self)] = self
         self._net_up()
         log = self.workdir / "sshd.log"
-        cmd = ["unshare", "--pid", "--fork", "--kill-child", sshd_binary() or "/usr/sbin/sshd", "-D", "-E", str(log),
-               "-f", str(self.workdir / "sshd_config")]
+        cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sshd_binary() or "/usr/sbin/sshd",
+               "-D", "-E", str(log), "-f", str(self.workdir / "sshd_config")]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]     # ip execs unshare: no process between
         with open(log, "ab") as early:               # what is printed before sshd opens its log
