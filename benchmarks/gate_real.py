@@ -1,6 +1,6 @@
 """The gate on this very machine, as a user runs it: real sweeps, real verdicts.
 
-Five sweeps of one plan into a fresh store (the quick plan plus a small CNN of one's own, `net`,
+Six sweeps of one plan into a fresh store (the quick plan plus a small CNN of one's own, `net`,
 given as .keras; each cell `repetitions` launches):
 
 1-3. the plan as it is, three times (identical artifacts from the cache);

@@ -258,8 +258,10 @@ def _conclude(v: Verdict, trial: Trial, test: PairedSequential, p_adj: float, fa
     v.detectable = test.detectable(last)
     v.n_baseline = v.n_candidate = last.kept
     v.interfered = (last.pairs - last.kept, last.pairs - last.kept)
+    interval = (f"[{last.low:.3f}, {last.high:.3f}]" if last.low > 0 and math.isfinite(last.high) else
+                "(too few pairs for an interval at this level)")
     measured = (f"re-measured now, interleaved (ABBA), {last.pairs} pairs ({last.kept} free of interference): "
-                f"ratio {last.ratio:.3f} [{last.low:.3f}, {last.high:.3f}], signed-rank p {_p(v.p_value)}, "
+                f"ratio {last.ratio:.3f} {interval}, signed-rank p {_p(v.p_value)}, "
                 f"Holm-adjusted over {family} confirmed cell(s) and {test.looks} looks {_p(p_adj)}")
     if p_adj < settings.alpha and last.ratio > 1.0 + settings.threshold:
         v.verdict, why = "regression", "confirmed"

@@ -183,14 +183,19 @@ def test_gate_errors_exit_2(runs, session_cache, tmp_path):
     assert missing.returncode == 2 and "no results store here" in missing.stderr
 
 
+def sweep_delegates(work, db, cache, tmp_path, delegates: str) -> str:
+    """One more sweep of the plan with only `delegates` on the local device; its run id."""
+    plan = write(tmp_path / f"{delegates}.yaml", PLAN.format(name=delegates, path=work / "base.keras").replace(
+        "[cpu, xnnpack]", f"[{delegates}]"))
+    swept = harness_cli("sweep", "--plan", str(plan), "--db", str(db), "--cache-dir", str(cache), "-q",
+                        cwd=tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    return swept.stdout.strip().splitlines()[-1]
+
+
 def test_coverage_under_min_compared_fails_the_gate(runs, session_cache, tmp_path):
     work, db, ids = runs
-    plan = write(tmp_path / "one.yaml", PLAN.format(name="one", path=work / "base.keras").replace(
-        "[cpu, xnnpack]", "[cpu]"))
-    one = harness_cli("sweep", "--plan", str(plan), "--db", str(db), "--cache-dir", str(session_cache), "-q",
-                      cwd=tmp_path)
-    assert one.returncode == 0, one.stderr
-    one_id = one.stdout.strip().splitlines()[-1]
+    one_id = sweep_delegates(work, db, session_cache, tmp_path, "cpu")
     result = gate(db, session_cache, "--baseline", ids[0], "--candidate", one_id, "--min-compared", "0.9")
     assert result.returncode == 1 and "compared 4 of the baseline's 8 measured cells (50%)" in result.stdout
     assert "coverage: compared 4 of the baseline's 8 measured cells (50%), under --min-compared 0.9" in result.stderr
@@ -199,12 +204,7 @@ def test_coverage_under_min_compared_fails_the_gate(runs, session_cache, tmp_pat
 
 def test_a_run_with_nothing_measured_is_an_error_not_a_pass(runs, session_cache, tmp_path):
     work, db, ids = runs
-    plan = write(tmp_path / "gpu.yaml", PLAN.format(name="gpu", path=work / "base.keras").replace(
-        "[cpu, xnnpack]", "[gpu]"))
-    empty = harness_cli("sweep", "--plan", str(plan), "--db", str(db), "--cache-dir", str(session_cache), "-q",
-                        cwd=tmp_path)
-    assert empty.returncode == 0, empty.stderr  # the local device has no GPU delegate: skipped, not failed
-    empty_id = empty.stdout.strip().splitlines()[-1]
+    empty_id = sweep_delegates(work, db, session_cache, tmp_path, "gpu")  # no GPU here: skipped, not failed
     result = harness_cli("gate", "--baseline", ids[0], "--candidate", empty_id, "--db", str(db))
     assert result.returncode == 2 and f"--candidate: run {empty_id} has no measured cells" in result.stderr
 
