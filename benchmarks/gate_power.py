@@ -222,6 +222,7 @@ def fit(db: str, runs: int, confirmations_db: str | None = None) -> tuple[Compon
     every confirmation in `confirmations_db` (default: the same store); the seconds per launch the
     runs took; and which runs they were."""
     from harness.noise import estimate
+    from harness.schema import launch_center
     from harness.store import Store
 
     store = Store.open_existing(db)
@@ -242,7 +243,7 @@ def fit(db: str, runs: int, confirmations_db: str | None = None) -> tuple[Compon
                 launch_count += len(rows)
                 centers.setdefault((cell["device_identity"], cell["model"], cell["variant"], cell["delegate"],
                                     cell["threads"]), []).append(
-                    [(r["seq"] or 0, r["median_us"] if r["median_us"] is not None else r["mean_us"]) for r in rows])
+                    [(r["seq"] or 0, launch_center(r)) for r in rows])
                 invokes += store.launch_samples(cell["id"])[:1]
     finally:
         store.close()

@@ -18,7 +18,7 @@ import numpy as np
 import devices
 from devices.base import DeviceError, Job, MeasurementProtocol, device_identity
 from harness.gate import Verdict
-from harness.schema import launch_summary
+from harness.schema import launch_center, launch_summary
 from harness.store import now
 
 
@@ -61,7 +61,7 @@ class DeviceBench:
             raise DeviceError(f"{report['error']['stage']} failed: {report['error']['message']}")
         summary = launch_summary(np.asarray(report["samples_us"]),
                                  median_known=(report.get("runtime") or {}).get("name") != "benchmark_model")
-        center = summary["median_us"] if summary["median_us"] is not None else summary["mean_us"]
+        center = launch_center(summary)
         self.rows.append({"arm": "baseline" if arm == "A" else "candidate", "started_at": started,
                           "count": summary["count"], "median_us": summary["median_us"],
                           "mean_us": summary["mean_us"], "seconds": seconds})

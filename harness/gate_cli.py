@@ -15,12 +15,13 @@ def sampled(store, run_id: str, history_runs: int = 0) -> list:
     """A run's cells as the gate sees them: each launch's median (or mean, for tools that print only
     that) and, with `history_runs`, the same of that cell in up to that many earlier runs."""
     from harness.gate import Sampled
+    from harness.schema import launch_center
 
     earlier = store.launch_history(run_id, history_runs)
     found = []
     for cell in store.cells(run_id):
         runtime = " ".join(x for x in (cell["runtime_name"], cell["runtime_version"]) if x) or None
-        launches = [l["median_us"] if l["median_us"] is not None else l["mean_us"] for l in store.launches(cell["id"])]
+        launches = [launch_center(l) for l in store.launches(cell["id"])]
         details = json.loads(cell["details_json"]) if cell["details_json"] else {}
         item = Sampled(cell["device_name"], cell["device_identity"], cell["device_fingerprint"], cell["model"],
                        cell["variant"], cell["delegate"], cell["threads"], cell["status"], cell["reason"], runtime,

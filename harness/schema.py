@@ -78,6 +78,11 @@ def launch_summary(samples: np.ndarray, median_known: bool = True) -> dict[str, 
             "min_us": float(x.min()), "max_us": float(x.max())}
 
 
+def launch_center(launch) -> float | None:
+    """What a launch counts as: its median, or its mean where the tool printed no median."""
+    return launch["median_us"] if launch["median_us"] is not None else launch["mean_us"]
+
+
 def legacy_identity(fingerprint_id: str, name: str) -> str:
     """The identity of a device known only by fingerprint and inventory name (stores before version 4,
     and devices that report no serial, host key or machine id)."""
