@@ -301,6 +301,7 @@ def main() -> int:
     parser.add_argument("--nightly-budget", default="120,3000",
                         help="gate --confirm-budget on 162-cell nights (default 120,3000: scripts/nightly's)")
     parser.add_argument("--catch", type=float, help="the gate's --catch (default: its own)")
+    parser.add_argument("--confirm-pairs", type=int, default=96, help="the gate's --confirm-pairs (default 96)")
     parser.add_argument("--history", type=int, default=0, metavar="RUNS",
                         help="earlier runs of every cell in the store before the candidate (the first pass adds "
                              "their run-to-run spread; a nightly store holds them after three nights; default 0)")
@@ -316,10 +317,13 @@ def main() -> int:
     for line in noise.describe():
         print(f"  {line}")
     print(f"  {launch_seconds:.2f} s per launch (the runs' wall time over their launches)")
-    settings = Settings(threshold=args.threshold, alpha=args.alpha, catch=args.catch)
+    settings = Settings(threshold=args.threshold, alpha=args.alpha, catch=args.catch,
+                        confirm_pairs=args.confirm_pairs)
+    for option, problem in settings.problems():
+        parser.error(f"{option}: {problem}")
     budgets = {52: Budget.parse(args.confirm_budget), 162: Budget.parse(args.nightly_budget)}
     print(f"\ngate: threshold {settings.threshold:g}, alpha {settings.alpha:g} (Holm over the night), catch "
-          f"{settings.target:.0%}; 52-cell nights: {args.launches} launches a cell and run, --confirm-budget "
+          f"{settings.target:.0%}, at most {settings.confirm_pairs} pairs a cell; 52-cell nights: {args.launches} launches a cell and run, --confirm-budget "
           f"{args.confirm_budget} (the quick plan and the gate's default); 162-cell nights: {args.nightly_launches} "
           f"launches, --confirm-budget {args.nightly_budget} (the nightly plan and scripts/nightly's); "
           f"{args.nights} simulated nights a row\n")

@@ -51,6 +51,7 @@ class DeviceBench:
                   protocol=replace(protocol, repetitions=1), timeout_s=device.run_timeout_s or 600.0,
                   delegate_options=dict(side.options or {}))
         started, t0 = now(), time.monotonic()
+        self.started = self.started or started
         try:
             report = device.measure(job)
         except DeviceError as exc:
@@ -75,7 +76,7 @@ class DeviceBench:
             "started_at": self.started or now(), "finished_at": now(), "pairs": pairs,
             "device_seconds": sum(r["seconds"] for r in self.rows), "outcome": outcome, "reason": reason,
             "details_json": json.dumps({"first_pass": v.verdict})}, self.rows)
-        self.rows = []
+        self.rows, self.started = [], None
 
     def settle(self, v: Verdict, outcome: str) -> None:
         if id(v) in self.kept:

@@ -6,13 +6,15 @@ the budget is spent (harness/sequential.py holds the test; harness/bench.py meas
   measured the same bytes (artifact sha256) with the same runner, runtime and protocol cannot
   have regressed: a difference there is the device's. They are `device changed` (first pass
   slower or faster; re-measured briefly so the row says where the device is now) or `unchanged`.
-- When more than CONFIRM_CELLS remain, they are screened, most suspect first (by their shift
-  beside the device's median shift, so a device-wide move does not crowd out one model's
-  slowdown) while the night's budget lasts: a few interleaved pairs each. The CONFIRM_CELLS whose first pass and screen together point most to
-  a slowdown are the family the night's error rate is spent over; each is measured again on fresh
-  pairs by the sequential test, up to the cell's budget (a steady cell stops after a look or two,
-  a slowed one takes as many pairs as it needs). Choosing on the screen and testing on new pairs
-  keeps the error rate whatever the screen saw. The others say what their screen measured.
+- When more than CONFIRM_CELLS remain, they are screened while the screen's share of the night's
+  budget lasts: a few interleaved pairs of each, most suspect first (by their shift beside the
+  device's median shift, so a device-wide move does not crowd out one model's slowdown), then a
+  few more of the more suspect three quarters, and so on for up to four rounds. The
+  CONFIRM_CELLS whose first pass and screen together point most to a slowdown are the family
+  the night's error rate is spent over; each is measured again on fresh pairs by the sequential
+  test, up to the cell's budget (a steady cell stops after a look or two, a slowed one takes as
+  many pairs as it needs). Choosing on the screen and testing on new pairs keeps the error rate
+  whatever the screen saw. The others say what their screen measured.
 - A cell whose artifact is gone, whose device is unreachable or now another, or whose runtime
   changed, says so and stays unconfirmed (`inconclusive`).
 - Holm over the family's sequential p-values decides which slowdowns are confirmed; only those
@@ -32,12 +34,14 @@ import numpy as np
 from harness.errors import ConfigError, DeviceError
 from harness.gate import Settings, Verdict, _p, holm
 from harness.schedule import ab_blocks
-from harness.sequential import LOOKS, Look, PairedSequential, kept_pairs, next_look
+from harness.sequential import Look, PairedSequential, kept_pairs
 
 Log = Callable[[str], None]
 IDENTICAL_LAUNCHES = 4  # launches of an unchanged artifact, to say where the device is now
 SCREEN_PAIRS = 12  # interleaved pairs of every suspect, to choose the ones the sequential test measures
 CONFIRM_CELLS = 8  # how many the sequential test measures: the family the night's alpha is spent over
+SCREEN_KEEP = 0.75  # of the screened cells, the more suspect share that gets the next round's pairs
+SCREEN_ROUNDS = 4  # rounds of SCREEN_PAIRS at most (the screen's share of the budget permitting)
 SCREEN_SHARE = 2 / 3  # of the night's budget the screen may spend; the rest is the sequential test's
 
 
@@ -103,15 +107,17 @@ class Confirmer:
                 and v.verdict in ("regression", "inconclusive", "improvement")]
         ordered = sorted((v for v in suspects if not v.identical), key=lambda v: _relative_p(v, verdicts))
         if len(ordered) > CONFIRM_CELLS:
-            self.log(f"{len(ordered)} cell(s) to measure again: a screen of {SCREEN_PAIRS} interleaved pairs each, "
-                     f"then a sequential test on fresh pairs for the {CONFIRM_CELLS} most suspect; at most "
+            self.log(f"{len(ordered)} cell(s) to measure again: a screen of {SCREEN_PAIRS} interleaved pairs each "
+                     f"(then {SCREEN_PAIRS} more for the more suspect {SCREEN_KEEP:.0%}, round by round), then a "
+                     f"sequential test on fresh pairs for the {CONFIRM_CELLS} most suspect; at most "
                      f"{self.budget.cell_s:g} s a cell and {self.budget.night_s:g} s in all")
         elif ordered:
             self.log(f"{len(ordered)} cell(s) to measure again by a sequential test on interleaved pairs; at most "
                      f"{self.budget.cell_s:g} s a cell and {self.budget.night_s:g} s in all")
         family = self._screen(ordered, verdicts)
         test = PairedSequential(self.settings.threshold, self.settings.alpha, self.settings.target,
-                                self.settings.power, family=len(family), interference=self.settings.interference)
+                                self.settings.power, family=len(family), interference=self.settings.interference,
+                                max_pairs=self.settings.confirm_pairs)
         trials = [(v, self._confirm(v, test)) for v in family]
         for (v, trial), p_adj in zip(trials, holm([test.p_value(t.looks) for _, t in trials])):
             if trial.looks:
@@ -122,46 +128,75 @@ class Confirmer:
         return self.spent
 
     def _screen(self, ordered: list[Verdict], verdicts: list[Verdict]) -> list[Verdict]:
-        """A few interleaved pairs of every suspect (most suspect first, while the night's budget
-        lasts); the CONFIRM_CELLS whose first pass and screen together point most to a slowdown are
-        the family the sequential test then measures afresh. Choosing the family on the screen's
-        pairs and testing on new ones keeps the test's error rate: what chose a cell never counts as
-        evidence against it. When the suspects fit in the family there is nothing to choose and no
-        screen."""
+        """Rounds of interleaved pairs among the suspects, while the screen's share of the night's
+        budget lasts: SCREEN_PAIRS of every suspect (most suspect first), then SCREEN_PAIRS more of
+        the more suspect three quarters of the last round, and so on, up to SCREEN_ROUNDS rounds; the
+        CONFIRM_CELLS whose first pass and screen together point most to a slowdown are the family
+        the sequential test then measures afresh. Choosing the family on the screen's pairs and
+        testing on new ones keeps the test's error rate: what chose a cell never counts as evidence
+        against it. When the suspects fit in the family there is nothing to choose and no screen."""
         if len(ordered) <= CONFIRM_CELLS:
             return ordered
-        screened = []
+        limit = SCREEN_SHARE * self.budget.night_s
+        trials: dict[int, Trial] = {}
+        cells = {id(v): v for v in ordered}
         for v in ordered:
-            if not self._affords(SCREEN_PAIRS, SCREEN_SHARE * self.budget.night_s):
+            if not self._affords(SCREEN_PAIRS, limit):
                 _unconfirmed(v, f"the screen's share of the night's budget ({SCREEN_SHARE:.0%} of "
                                 f"{self.budget.night_s:g} s) was spent before this cell's turn (cells go most suspect "
                                 "first)")
                 continue
+            if self._screen_pairs(v, Trial(), trials):
+                self.spent.cells += 1
+        alive = self._ranked(trials, cells, verdicts)
+        rounds = 1
+        while math.ceil(SCREEN_KEEP * len(alive)) > CONFIRM_CELLS and rounds < SCREEN_ROUNDS:
+            rounds += 1
+            alive = alive[:math.ceil(SCREEN_KEEP * len(alive))]
+            for v in alive:
+                if not self._affords(SCREEN_PAIRS, limit) or not self._screen_pairs(v, trials[id(v)], trials):
+                    break
+            else:
+                alive = self._ranked({id(v): trials[id(v)] for v in alive}, cells, verdicts)
+                continue
+            break
+        ranked = self._ranked(trials, cells, verdicts)
+        family = ranked[:CONFIRM_CELLS]
+        for v in ranked[CONFIRM_CELLS:]:
+            trial = trials[id(v)]
+            d = kept_pairs(np.array(trial.a), np.array(trial.b), self.settings.interference)
+            ratio = f"ratio {math.exp(float(np.median(d))):.3f} over {d.size} pair(s) free of interference" if d.size \
+                else "no pair free of interference"
+            _unconfirmed(v, f"screened ({len(trial.a)} pairs now: {ratio}), not among the {CONFIRM_CELLS} most "
+                            "suspect the sequential test measured")
+            v.decided_by = f"screen: {len(trial.a)} pairs"
+        return family
+
+    def _screen_pairs(self, v: Verdict, trial: Trial, trials: dict[int, "Trial"]) -> bool:
+        """SCREEN_PAIRS more pairs of `v` into `trial`; False (and `v` out of the screen, saying
+        why) when it cannot be measured."""
+        if not trial.a:
             problem = self.bench.open(v)
             if problem:
                 _unconfirmed(v, problem)
-                continue
-            trial = Trial()
-            try:
-                self._pairs(v, trial, SCREEN_PAIRS)
-            except DeviceError as exc:
-                _unconfirmed(v, f"device failed: {exc}")
-                continue
-            finally:
-                self.spent.cells += 1
-            self.bench.keep(v, "screen", None, len(trial.a))
-            screened.append((v, kept_pairs(np.array(trial.a), np.array(trial.b), self.settings.interference)))
+                return False
+        try:
+            self._pairs(v, trial, len(trial.a) + SCREEN_PAIRS)
+        except DeviceError as exc:
+            trials.pop(id(v), None)
+            _unconfirmed(v, f"device failed: {exc}")
+            return False
+        finally:
+            self.bench.keep(v, "screen", None, SCREEN_PAIRS)  # each round's launches, as measured
+        trials[id(v)] = trial
+        return True
+
+    def _ranked(self, trials: dict[int, Trial], cells: dict[int, Verdict], verdicts: list[Verdict]) -> list[Verdict]:
+        """The screened cells, the most suspect first (first pass and screen pairs together)."""
+        screened = [(cells[k], kept_pairs(np.array(t.a), np.array(t.b), self.settings.interference))
+                    for k, t in trials.items()]
         scores = _screen_scores(screened, verdicts)
-        ranked = sorted(range(len(screened)), key=lambda i: -scores[i])
-        family = [screened[i][0] for i in ranked[:CONFIRM_CELLS]]
-        for i in ranked[CONFIRM_CELLS:]:
-            v, d = screened[i]
-            ratio = f"ratio {math.exp(float(np.median(d))):.3f} over {d.size} pair(s) free of interference" if d.size \
-                else "no pair free of interference"
-            _unconfirmed(v, f"screened ({SCREEN_PAIRS} pairs now: {ratio}), not among the {CONFIRM_CELLS} most "
-                            "suspect the sequential test measured")
-            v.decided_by = f"screen: {SCREEN_PAIRS} pairs"
-        return family
+        return [screened[i][0] for i in sorted(range(len(screened)), key=lambda i: -scores[i])]
 
     def _affords(self, pairs: int, limit: float) -> bool:
         """Whether `pairs` more pairs fit under `limit` device seconds, at the pace so far."""
@@ -170,7 +205,7 @@ class Confirmer:
 
     def _pairs(self, v: Verdict, trial: Trial, target: int) -> None:
         """Measure A/B pairs (ABBA BAAB ...) until `trial` has `target` of them."""
-        arms = ab_blocks(max(target, LOOKS[-1]))
+        arms = ab_blocks(max(target, self.settings.confirm_pairs))
         while len(trial.a) < target:
             pair = {}
             for arm in arms[2 * len(trial.a):2 * len(trial.a) + 2]:
@@ -185,7 +220,7 @@ class Confirmer:
     def _confirm(self, v: Verdict, test: PairedSequential) -> Trial:
         """A/B pairs look by look until the test decides or the budget is spent."""
         trial = Trial()
-        if not self._affords(LOOKS[0], self.budget.night_s):
+        if not self._affords(test.plan[0], self.budget.night_s):
             _unconfirmed(v, f"the night's confirmation budget ({self.budget.night_s:g} s) was spent before this "
                             "cell's turn (cells go most suspect first)")
             return trial
@@ -193,7 +228,7 @@ class Confirmer:
         if problem:
             _unconfirmed(v, problem)
             return trial
-        target: int | None = LOOKS[0]
+        target: int | None = test.plan[0]
         while target is not None:
             if trial.a:  # can the next look be afforded, at the pace so far?
                 need = trial.seconds / len(trial.a) * (target - len(trial.a))
@@ -212,7 +247,7 @@ class Confirmer:
                      + (f": {last.decision}" if last.decision else ""))
             if last.decision:
                 break
-            target = next_look(len(trial.a))
+            target = test.next_look(len(trial.a))
         # stored as measured; settled to the verdict once Holm over the family has decided
         self.bench.keep(v, "measured" if trial.looks else trial.stop or "undecided", trial.stop, len(trial.a))
         if not trial.looks:

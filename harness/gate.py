@@ -53,6 +53,7 @@ class Settings:
     catch: float | None = None  # the slowdown confirmation must not miss (default 3 x threshold)
     power: float = 0.95  # the probability `detectable` and confirmation's futility stop are stated at
     interference: float = INTERFERENCE  # a launch this far above its side's 10th percentile is left out
+    confirm_pairs: int = 96  # the most A/B pairs confirmation measures a cell for (6 x 2^k)
 
     @property
     def target(self) -> float:
@@ -71,6 +72,12 @@ class Settings:
             found.append(("--catch", f"must be at least --threshold ({self.threshold:g}) and below 1, not {self.catch:g}"))
         if not 0.0 <= self.interference < 10.0:
             found.append(("--interference", f"must be a fraction >= 0 (0: keep every launch), not {self.interference:g}"))
+        from harness.sequential import plan_looks
+
+        try:
+            plan_looks(self.confirm_pairs)
+        except ValueError as exc:
+            found.append(("--confirm-pairs", str(exc)))
         return found
 
 

@@ -39,7 +39,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from harness.store import Store
 
     settings = gate.Settings(threshold=args.threshold, alpha=args.alpha, min_launches=args.min_launches,
-                             catch=args.catch, interference=args.interference)
+                             catch=args.catch, interference=args.interference, confirm_pairs=args.confirm_pairs)
     for option, problem in settings.problems():
         raise ConfigError("command line", option, problem)
     if not 0.0 <= args.min_compared <= 1.0:
@@ -163,6 +163,10 @@ def add_gate_parser(sub, db) -> None:
                         "decides or the budget is spent; only confirmed slowdowns fail")
     p.add_argument("--confirm-budget", default="120,1800", metavar="CELL_S[,NIGHT_S]",
                    help="device seconds confirmation may spend per cell and in all (default 120,1800)")
+    p.add_argument("--confirm-pairs", type=int, default=96, metavar="N",
+                   help="the most A/B pairs a cell is measured for (6 x 2^k: 48, 96, 192, ...; default 96). On a "
+                        "busy device most pairs hold an interfered launch: more pairs (and a --confirm-budget "
+                        "that affords them) confirm smaller slowdowns")
     p.add_argument("--catch", type=float, metavar="FRACTION",
                    help="the slowdown confirmation must not miss: it stops early once a slowdown this large is "
                         "ruled out (default 3 x --threshold: 6 %% at 0.02)")
