@@ -55,8 +55,9 @@ from harness.noise import Components, pair_levels  # noqa: E402
 # interference_offsets 11 quantiles of the log slowdowns of interfered launches;
 # pair_residuals 25 quantiles of the real pairs' |d| (drawn with either sign). The same afternoon
 # the VM was noisier: fitted on 704 pairs (`--confirmations results/gate-real/gate.sqlite` after a
-# second round of gates), 31 % of pairs were free of interference, MAD 0.028, sd 0.075, and the
-# power at 5 % fell to 0.39 at 162 cells (the false alarms held: 0.003); see the README.
+# second round of gates), 31 % of pairs were free of interference, MAD 0.028, sd 0.075; the power
+# at 5 % was then 0.41 at 162 cells with the defaults, 0.90 with --confirm-pairs 192 and budgets
+# of 240 s a cell (the false alarms held); see the README.
 RECORDED = Components(
     invoke_sigma=0.0242, invoke_rho=0.439, launch_sigma=0.0353, interfered=0.266, persistence=0.51,
     drift_share=0.36, drift_rho=0.935, cell_run_sigma=0.0067, device_run_sigma=0.0205, cells=52, runs=5,
