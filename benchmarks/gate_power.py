@@ -324,7 +324,8 @@ def main() -> int:
         parser.error(f"{option}: {problem}")
     budgets = {52: Budget.parse(args.confirm_budget), 162: Budget.parse(args.nightly_budget)}
     print(f"\ngate: threshold {settings.threshold:g}, alpha {settings.alpha:g} (Holm over the night), catch "
-          f"{settings.target:.0%}, at most {settings.confirm_pairs} pairs a cell; 52-cell nights: {args.launches} launches a cell and run, --confirm-budget "
+          f"{settings.target:.0%}, at most {settings.confirm_pairs} pairs a cell; 52-cell nights: {args.launches} "
+          f"launches a cell and run, --confirm-budget "
           f"{args.confirm_budget} (the quick plan and the gate's default); 162-cell nights: {args.nightly_launches} "
           f"launches, --confirm-budget {args.nightly_budget} (the nightly plan and scripts/nightly's); "
           f"{args.nights} simulated nights a row\n")

@@ -138,65 +138,64 @@ class Confirmer:
         if len(ordered) <= CONFIRM_CELLS:
             return ordered
         limit = SCREEN_SHARE * self.budget.night_s
-        trials: dict[int, Trial] = {}
-        cells = {id(v): v for v in ordered}
+        screened: list[tuple[Verdict, Trial]] = []
         for v in ordered:
             if not self._affords(SCREEN_PAIRS, limit):
                 _unconfirmed(v, f"the screen's share of the night's budget ({SCREEN_SHARE:.0%} of "
                                 f"{self.budget.night_s:g} s) was spent before this cell's turn (cells go most suspect "
                                 "first)")
                 continue
-            if self._screen_pairs(v, Trial(), trials):
+            trial = Trial()
+            if self._screen_pairs(v, trial):
+                screened.append((v, trial))
                 self.spent.cells += 1
-        alive = self._ranked(trials, cells, verdicts)
-        rounds = 1
-        while math.ceil(SCREEN_KEEP * len(alive)) > CONFIRM_CELLS and rounds < SCREEN_ROUNDS:
-            rounds += 1
+        alive = self._ranked(screened, verdicts)
+        for _ in range(SCREEN_ROUNDS - 1):  # the later rounds, while they still choose among more than the family
             alive = alive[:math.ceil(SCREEN_KEEP * len(alive))]
-            for v in alive:
-                if not self._affords(SCREEN_PAIRS, limit) or not self._screen_pairs(v, trials[id(v)], trials):
-                    break
-            else:
-                alive = self._ranked({id(v): trials[id(v)] for v in alive}, cells, verdicts)
-                continue
-            break
-        ranked = self._ranked(trials, cells, verdicts)
-        family = ranked[:CONFIRM_CELLS]
-        for v in ranked[CONFIRM_CELLS:]:
-            trial = trials[id(v)]
+            if len(alive) <= CONFIRM_CELLS:
+                break
+            failed = next(((v, t) for v, t in alive
+                           if not self._affords(SCREEN_PAIRS, limit) or not self._screen_pairs(v, t)), None)
+            if failed is not None:  # the budget is spent, or a device failed (that cell leaves the screen)
+                if failed[1].stop:
+                    screened = [x for x in screened if x[0] is not failed[0]]
+                break
+            alive = self._ranked(alive, verdicts)
+        ranked = self._ranked(screened, verdicts)
+        for v, trial in ranked[CONFIRM_CELLS:]:
             d = kept_pairs(np.array(trial.a), np.array(trial.b), self.settings.interference)
             ratio = f"ratio {math.exp(float(np.median(d))):.3f} over {d.size} pair(s) free of interference" if d.size \
                 else "no pair free of interference"
             _unconfirmed(v, f"screened ({len(trial.a)} pairs now: {ratio}), not among the {CONFIRM_CELLS} most "
                             "suspect the sequential test measured")
             v.decided_by = f"screen: {len(trial.a)} pairs"
-        return family
+        return [v for v, _ in ranked[:CONFIRM_CELLS]]
 
-    def _screen_pairs(self, v: Verdict, trial: Trial, trials: dict[int, "Trial"]) -> bool:
-        """SCREEN_PAIRS more pairs of `v` into `trial`; False (and `v` out of the screen, saying
-        why) when it cannot be measured."""
+    def _screen_pairs(self, v: Verdict, trial: Trial) -> bool:
+        """SCREEN_PAIRS more pairs of `v` into `trial`, kept as one screen row; False (`v` out of the
+        screen, saying why, and `trial.stop` set) when it cannot be measured."""
         if not trial.a:
-            problem = self.bench.open(v)
-            if problem:
-                _unconfirmed(v, problem)
+            trial.stop = self.bench.open(v)
+            if trial.stop:
+                _unconfirmed(v, trial.stop)
                 return False
+        before = len(trial.a)
         try:
-            self._pairs(v, trial, len(trial.a) + SCREEN_PAIRS)
+            self._pairs(v, trial, before + SCREEN_PAIRS)
         except DeviceError as exc:
-            trials.pop(id(v), None)
-            _unconfirmed(v, f"device failed: {exc}")
+            trial.stop = f"device failed: {exc}"
+            _unconfirmed(v, trial.stop)
             return False
         finally:
-            self.bench.keep(v, "screen", None, SCREEN_PAIRS)  # each round's launches, as measured
-        trials[id(v)] = trial
+            self.bench.keep(v, "screen", None, len(trial.a) - before)  # each round's launches, as measured
         return True
 
-    def _ranked(self, trials: dict[int, Trial], cells: dict[int, Verdict], verdicts: list[Verdict]) -> list[Verdict]:
+    def _ranked(self, screened: list[tuple[Verdict, Trial]],
+                verdicts: list[Verdict]) -> list[tuple[Verdict, Trial]]:
         """The screened cells, the most suspect first (first pass and screen pairs together)."""
-        screened = [(cells[k], kept_pairs(np.array(t.a), np.array(t.b), self.settings.interference))
-                    for k, t in trials.items()]
-        scores = _screen_scores(screened, verdicts)
-        return [screened[i][0] for i in sorted(range(len(screened)), key=lambda i: -scores[i])]
+        scores = _screen_scores([(v, kept_pairs(np.array(t.a), np.array(t.b), self.settings.interference))
+                                 for v, t in screened], verdicts)
+        return [screened[i] for i in sorted(range(len(screened)), key=lambda i: -scores[i])]
 
     def _affords(self, pairs: int, limit: float) -> bool:
         """Whether `pairs` more pairs fit under `limit` device seconds, at the pace so far."""
