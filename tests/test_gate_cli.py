@@ -208,7 +208,11 @@ def test_coverage_under_min_compared_fails_the_gate(runs, session_cache, tmp_pat
     result = gate(db, session_cache, "--baseline", ids[0], "--candidate", one_id, "--min-compared", "0.9")
     assert result.returncode == 1 and "compared 4 of the baseline's 8 measured cells (50%)" in result.stdout
     assert "coverage: compared 4 of the baseline's 8 measured cells (50%), under --min-compared 0.9" in result.stderr
-    assert gate(db, session_cache, "--baseline", ids[0], "--candidate", one_id).returncode == 0
+    # without --min-compared, half the cells compared is not a failure; --confirm so a first-pass false alarm on a
+    # busy machine is re-measured rather than failing the line
+    passed = gate(db, session_cache, "--baseline", ids[0], "--candidate", one_id, "--confirm", *GATE)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "compared 4 of the baseline's 8 measured cells (50%)" in passed.stdout and "coverage:" not in passed.stderr
 
 
 def test_a_run_with_nothing_measured_is_an_error_not_a_pass(runs, session_cache, tmp_path):
