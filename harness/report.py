@@ -1,9 +1,11 @@
 """Reports of one run. `pivot` is pure (cells in, tables out) and each writer renders its result:
 
-- markdown / csv: the seeds' table, a row per model x variant; size raw and gzipped with the
-  ratio to fp32; per target (device, delegate, threads) accuracy or fidelity, p50 and p90
-  latency and the speed-up over fp32 on that same target;
-- markdown also compares delegates: per device, model and thread count with two or more
+- markdown (the default view, `harness.report_text`): per model a size table and a long table with
+  a row per target and variant, then the Coral and delegate tables; every line within 120 columns;
+- wide markdown (`--wide`) / csv: the seeds' table, a row per model x variant; size raw and
+  gzipped with the ratio to fp32; per target (device, delegate, threads) accuracy or fidelity,
+  p50 and p90 latency and the speed-up over fp32 on that same target;
+- wide markdown also compares delegates: per device, model and thread count with two or more
   delegates, p50 latency and delegate coverage side by side, with the speed-up over `cpu`;
   and for Coral hosts the seeds' EfficientNet layout: CPU fp32, CPU int8 and Edge TPU int8 side by
   side with ops on the TPU / total, subgraphs and on-/off-chip memory;
@@ -380,10 +382,17 @@ def header_lines(run: dict[str, Any], devices: list[dict[str, Any]]) -> list[str
     return lines
 
 
-def render(fmt: str, cells: list[dict[str, Any]], run: dict[str, Any], devices: list[dict[str, Any]]) -> str:
+def render(fmt: str, cells: list[dict[str, Any]], run: dict[str, Any], devices: list[dict[str, Any]],
+           wide: bool = False) -> str:
+    """json, csv, or markdown: the narrow default view, or with `wide` the pivot with a column group
+    per target (what csv holds)."""
     if fmt == "json":
         return json_records(cells, run)
     tables = pivot(cells)
     if fmt == "csv":
         return csv_text(tables)
-    return markdown(tables, header_lines(run, devices))
+    if wide:
+        return markdown(tables, header_lines(run, devices))
+    from harness import report_text
+
+    return report_text.markdown(tables, header_lines(run, devices))

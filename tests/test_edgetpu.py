@@ -359,10 +359,10 @@ def test_a_coral_host_with_pycoral_measures_the_edge_tpu_cells(digits_build, ses
         assert cell["metrics"]["first_inference_us"] > 0 and cell["metrics"]["samples_count"] >= 10
         assert cell["metrics"]["top1_accuracy"] > 0.5
     edge = result.stdout.split("### digits_cnn on the Edge TPU of coral")[1].split("\n## ")[0]
-    assert "CPU = coral's CPU (xnnpack, 1t)" in edge
-    int8 = next(line for line in edge.splitlines() if line.startswith("| int8 |")).split(" | ")
-    assert len(int8) == 16 and "%" in int8[1] and "%" in int8[4] and "%" in int8[7]
-    assert int8[-1].rstrip(" |").endswith("×")  # the speed-up over the CPU's int8
+    assert "CPU = coral's CPU (xnnpack, 1t; fp32 there: top-1 " in edge
+    cpu, tpu = [line.split(" | ") for line in edge.splitlines() if line.startswith("| int8 |")]
+    assert cpu[1] == "CPU" and tpu[1] == "Edge TPU" and "%" in cpu[2] and "%" in tpu[2]
+    assert tpu[6].endswith("×")  # the speed-up over the CPU's int8
     devices = harness_cli("devices", "--inventory", str(_coral_inventory(tmp_path, _with_pycoral(tmp_path))))
     coral = next(line for line in devices.stdout.splitlines() if line.startswith("coral "))
     assert "usb:" in coral and "pycoral 2.0.0" in coral

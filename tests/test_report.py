@@ -7,7 +7,8 @@ import io
 import json
 import math
 
-from harness.report import csv_text, json_records, markdown, pivot, quality
+from harness.report import csv_text, json_records, markdown, pivot, quality, render
+from harness.report_text import markdown as default_markdown
 
 
 def cell(variant, delegate, threads, status="ok", reason=None, device="local", **metrics):
@@ -49,7 +50,39 @@ def test_pivot_ratios_against_fp32_on_the_same_target():
     assert rows["int16x8"].model_bytes is None and rows["int16x8"].size_ratio is None
 
 
-def test_markdown_shows_values_and_failure_reasons():
+def test_default_markdown_has_a_row_per_target_and_variant():
+    text = default_markdown(pivot(CELLS))
+    lines = text.splitlines()
+    assert lines[0] == "### cnn on local"  # one device: named once, targets are delegate and threads
+    assert "| variant | size | × smaller | gzip | × smaller | sparsity |" in lines
+    assert "| int8 | 9.8 KB | 4.00× | 7.8 KB | 4.00× | — |" in lines
+    assert "| pruned | 39.1 KB | 1.00× | 12.5 KB | 2.50× | 80.0 % |" in lines
+    assert "| int16x8 | — | — | — | — | — |" in lines  # never converted: no size
+    long = lines[lines.index("| target | variant | top-1 | p50 | p90 | speed-up |") + 2:]
+    long = [[c.strip() for c in line.strip("|").split("|")] for line in long[:long.index("")]]
+    assert long == [
+        ["cpu 1t", "fp32", "98.00 %", "0.100", "0.120", "1.00×"],
+        ["", "int8", "97.50 %", "0.040", "0.044", "2.50×"],
+        ["", "pruned", "97.00 %", "0.100", "0.101", "1.00×"],
+        ["", "int16x8", "failed [1]", "—", "—", "—"],
+        ["xnnpack 2t", "fp32", "98.00 %", "0.050", "0.055", "1.00×"],
+        ["", "int8", "97.50 %", "0.100", "0.110", "0.50×"],  # slower than fp32 on XNNPACK: shown, not hidden
+        ["", "pruned", "failed [2]", "—", "—", "—"],
+        ["", "int16x8", "failed [1]", "—", "—", "—"]]
+    assert "[1] conversion failed: ConverterError: op not supported (int16x8)" in lines
+    assert "[2] allocate failed: out of memory (pruned)" in lines
+
+
+def test_the_default_view_is_what_render_gives_and_wide_is_the_pivot():
+    run = {"id": "r1", "plan_name": "quick", "status": "ok", "started_at": "2026-01-01T00:00:00+0000"}
+    narrow = render("markdown", CELLS, run, [])
+    assert narrow.startswith("## Run r1 — plan quick (ok)") and "| target | variant | top-1 |" in narrow
+    wide = render("markdown", CELLS, run, [], wide=True)
+    assert "| target |" not in wide and "| cpu 1t: top-1 | p50 | p90 | speed-up |" in wide
+    assert render("csv", CELLS, run, []) == csv_text(pivot(CELLS))
+
+
+def test_wide_markdown_shows_values_and_failure_reasons():
     text = markdown(pivot(CELLS))
     lines = text.splitlines()
     int8 = next(line for line in lines if line.startswith("| int8 |"))
@@ -105,7 +138,25 @@ CORAL = [
 ]
 
 
-def test_edge_tpu_table_in_the_seeds_layout():
+def test_edge_tpu_beside_the_cpu_in_the_default_view():
+    """The seeds' EfficientNet numbers: CPU fp32 675 ms, CPU int8 304 ms, Edge TPU int8 5 ms; a row
+    per variant and processor."""
+    text = default_markdown(pivot(CORAL))
+    section = text.split("### cnn on the Edge TPU of coral")[1].split("## Delegates compared")[0]
+    assert "CPU = coral's CPU (xnnpack, 1t; fp32 there: top-1 77.46 %, 5.05 MB, p50 675.0 ms)" in section
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| variant")]
+    assert rows == [  # fp32 cannot go to the TPU; it is the baseline said above
+        ["int8", "CPU", "77.03 %", "1.34 MB", "304.0"] + [""] * 6,
+        ["int8", "Edge TPU", "77.14 %", "1.53 MB", "5.000", "24.0", "60.80×", "289 / 294", "2", "6.08 MB", "1.70 MB"],
+        ["qat_int8", "CPU", "77.20 %", "1.34 MB", "300.0"] + [""] * 6,
+        ["qat_int8", "Edge TPU", "failed [1]", "—", "—", "—", "—", "—", "—", "—", "—"]]
+    assert "[1] Edge TPU compilation failed: Internal compiler error. Aborting!" in section
+    assert "| int8 | 304.0 | 5.000 · 289/294 ops on TPU |" in text.split("## Delegates compared")[1]
+    assert max(len(line) for line in text.splitlines()) <= 120
+
+
+def test_edge_tpu_table_in_the_seeds_layout_when_wide():
     """The seeds' EfficientNet rows: CPU fp32 675 ms, CPU int8 304 ms, Edge TPU int8 5 ms."""
     text = markdown(pivot(CORAL))
     section = text.split("### cnn on the Edge TPU of coral")[1].split("## Delegates compared")[0]

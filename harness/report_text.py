@@ -1,0 +1,200 @@
+"""The default markdown report, written for people at a terminal: every line fits in 120 columns
+however many targets (device x delegate x threads) a run has.
+
+- per model, a size table (a row per variant: size raw and gzipped with the ratio to fp32,
+  sparsity) and a long table with a row per target and variant (accuracy or fidelity, p50, p90,
+  speed-up over fp32 on that target; a cell that did not run says why in a numbered note);
+- per Coral host, the Edge TPU next to the CPU: a row per variant and processor;
+- the delegates compared, as in the wide report, split into narrower tables when they do not fit.
+
+Prose, notes and the run header are wrapped. The wide pivot, a column group per target, is
+`harness.report.markdown` (`harness report --wide`)."""
+
+from __future__ import annotations
+
+import re
+
+from harness.report import (HOST_NOTE, ModelTable, _bytes, _delegate_cell, _group, _kb, _ms, _num, _ratio,
+                            delegate_comparison, edgetpu_rows, note_number, quality)
+
+WIDTH = 120
+LONG_WORD = 30  # a word this long (a path, a URL, a build fingerprint) may break after a '/'
+
+
+def wrap(text: str, indent: str = "", width: int = WIDTH) -> list[str]:
+    """Greedy word wrap at spaces; a long word with slashes may also break after one of them, so a
+    path does not push the whole rest of a line down."""
+    pieces: list[tuple[str, str]] = []  # (what joins it to the piece before, the piece)
+    for word in text.split(" "):
+        parts = re.findall(r"[^/]*/|[^/]+$", word) if len(word) > LONG_WORD and "/" in word else [word]
+        pieces += [(" " if n == 0 else "", part) for n, part in enumerate(parts)]
+    lines: list[str] = []
+    line: str | None = None
+    for glue, piece in pieces:
+        if line is None:
+            line = piece
+        elif len(line) + len(glue) + len(piece) <= width:
+            line += glue + piece
+        else:
+            lines.append(line.rstrip())
+            line = indent + piece
+    lines.append((line or "").rstrip())
+    return lines
+
+
+def _wrap_header(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            out.append(line)
+        else:
+            out += wrap(line, "  " if line.startswith("- ") else "")
+    return out
+
+
+def _table(head: list[str], align: str, rows: list[list[str]]) -> list[str]:
+    """A markdown table: `align` has an l or r per column."""
+    return ([_line(head), "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+            + [_line(r) for r in rows])
+
+
+def _line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _notes(notes: dict[str, list[str]], host: bool) -> list[str]:
+    out: list[str] = []
+    for n, (reason, variants) in enumerate(notes.items(), 1):
+        out += wrap(f"[{n}] {reason} ({', '.join(variants)})", "    ")
+    return out + (wrap(HOST_NOTE, "    ") if host else [])
+
+
+# -- per model ---------------------------------------------------------------------------------
+
+
+def model_section(table: ModelTable) -> list[str]:
+    many_devices = len({t.device for t in table.targets}) > 1
+    single = None if many_devices else table.targets[0].device if table.targets else None
+    out = ["", f"### {table.model}" + (f" on {single}" if single else ""), ""]
+    out += _table(["variant", "size", "× smaller", "gzip", "× smaller", "sparsity"], "lrrrrr", [
+        [row.variant, _kb(row.model_bytes), _num(row.size_ratio, ".2f", "×"), _kb(row.model_gzip_bytes),
+         _num(row.gzip_ratio, ".2f", "×"), _num(None if row.sparsity is None else 100 * row.sparsity, ".1f", " %")]
+        for row in table.rows])
+    what = "top-1 accuracy" if table.labeled else "fidelity to fp32 (top-1 agreement / SQNR)"
+    out += [""] + wrap(f"Per target ({'device, ' if many_devices else ''}delegate, threads) and variant: {what}; "
+                       "p50 and p90 latency in ms; speed-up over fp32 on the same target.") + [""]
+    notes: dict[str, list[str]] = {}  # reason -> variants it applies to; numbered in order
+    rows = []
+    for target in table.targets:
+        label = target.label(many_devices)
+        for row in table.rows:
+            values = row.cells.get(target)
+            if values is None:
+                continue
+            line = [label, row.variant]
+            label = ""  # a target is named on the first row of its group
+            if values["status"] != "ok":
+                note = note_number(notes, values["reason"], row.variant)
+                line += [f"{values['status']} [{note}]", "—", "—", "—"]
+            else:
+                line += [quality(values, table.labeled), _ms(values.get("latency_p50_us")),
+                         _ms(values.get("latency_p90_us")), _num(values.get("speedup"), ".2f", "×")]
+            rows.append(line)
+    out += _table(["target", "variant", "top-1" if table.labeled else "agree / SQNR", "p50", "p90", "speed-up"],
+                  "llrrrr", rows)
+    host = any(v.get("accuracy_source") == "host" for r in table.rows for v in r.cells.values())
+    if notes or host:
+        out += [""] + _notes(notes, host)
+    return out
+
+
+# -- Coral hosts -------------------------------------------------------------------------------
+
+
+def edgetpu_sections(tables: list[ModelTable]) -> list[str]:
+    """Per Coral host and model: each full-integer variant on the host's CPU and on the Edge TPU,
+    one row each, with what the compiler mapped; fp32 on the CPU, the seeds' baseline, is said above."""
+    out: list[str] = []
+    for table in tables:
+        for (device, cpu, tpu), rows in edgetpu_rows(table).items():
+            what = "top-1" if table.labeled else "agree / SQNR"
+            notes: list[str] = []
+            fp32 = _group(rows[0].cpu_fp32, rows[0].fp32_bytes, table.labeled, notes)
+            if cpu is None:
+                where = "not measured"
+            elif rows[0].cpu_fp32 is None:
+                where = f"{cpu.delegate}, {cpu.threads}t; fp32 not measured there"
+            elif rows[0].cpu_fp32["status"] != "ok":
+                where = f"{cpu.delegate}, {cpu.threads}t; fp32 there: {fp32[0]}"
+            else:
+                where = f"{cpu.delegate}, {cpu.threads}t; fp32 there: {what} {fp32[0]}, {fp32[1]}, p50 {fp32[2]} ms"
+            out += ["", f"### {table.model} on the Edge TPU of {device}", ""]
+            out += wrap(f"CPU = {device}'s CPU ({where}). Edge TPU at {tpu.threads}t for the ops left on the CPU. "
+                        "p50 and first inference (which loads the model into the TPU) in ms; × CPU = speed-up over "
+                        "the same variant on the CPU; ops on TPU = ops the compiler mapped / total; off-chip = "
+                        "parameters streamed from host memory on every inference.") + [""]
+            body = []
+            for r in rows:
+                if r.cpu_int8 is not None:
+                    body.append([r.variant, "CPU", *_group(r.cpu_int8, r.model_bytes, table.labeled, notes)]
+                                + [""] * 6)
+                e = r.edgetpu
+                ops = (f"{e['edgetpu_ops']:.0f} / {e['edgetpu_ops'] + e.get('cpu_ops', 0):.0f}"
+                       if e.get("edgetpu_ops") is not None else "—")
+                speedup = (_ratio(r.cpu_int8.get("latency_p50_us"), e.get("latency_p50_us"))
+                           if r.cpu_int8 and r.cpu_int8["status"] == "ok" and e["status"] == "ok" else None)
+                body.append([r.variant, "Edge TPU", *_group(e, e.get("edgetpu_model_bytes"), table.labeled, notes),
+                             _ms(e.get("first_inference_us")), _num(speedup, ".2f", "×"), ops,
+                             _num(e.get("edgetpu_subgraphs"), ".0f"), _bytes(e.get("edgetpu_on_chip_bytes")),
+                             _bytes(e.get("edgetpu_off_chip_bytes"))])
+            out += _table(["variant", "on", what, "size", "p50", "first", "× CPU", "ops on TPU", "subgraphs",
+                           "on-chip", "off-chip"], "llrrrrrrrrr", body)
+            if notes:
+                out += [""]
+                for n, reason in enumerate(notes, 1):
+                    out += wrap(f"[{n}] {reason}", "    ")
+    return out
+
+
+# -- delegates ---------------------------------------------------------------------------------
+
+
+def delegate_sections(tables: list[ModelTable]) -> list[str]:
+    comparisons = delegate_comparison(tables)
+    if not comparisons:
+        return []
+    out = ["", "## Delegates compared", ""]
+    out += wrap("p50 latency in ms on each delegate, nodes delegated / total where a delegate applied, and the "
+                "speed-up over `cpu` (the built-in kernels) on the same device and threads.")
+    for (device, model, threads), (delegates, rows) in comparisons.items():
+        out += ["", f"### {model} on {device}, {threads} thread{'s' * (threads != 1)}"]
+        cells = {variant: {d: _delegate_cell(values.get(d), values.get("cpu")) for d in delegates}
+                 for variant, values in rows.items()}
+        for chunk in _fit(delegates, cells):
+            out += [""] + _table(["variant", *chunk], "l" + "r" * len(chunk),
+                                 [[variant, *(texts[d] for d in chunk)] for variant, texts in cells.items()])
+    return out
+
+
+def _fit(delegates: list[str], cells: dict[str, dict[str, str]]) -> list[list[str]]:
+    """The delegates in consecutive groups, each group's table within WIDTH (one to a group at least)."""
+    def width(group: list[str]) -> int:
+        lines = [["variant", *group]] + [[v, *(texts[d] for d in group)] for v, texts in cells.items()]
+        return max(len(_line(line)) for line in lines)
+
+    groups: list[list[str]] = []
+    for delegate in delegates:
+        if groups and width(groups[-1] + [delegate]) <= WIDTH:
+            groups[-1].append(delegate)
+        else:
+            groups.append([delegate])
+    return groups
+
+
+def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
+    out = _wrap_header(list(header or []))
+    for table in tables:
+        out += model_section(table)
+    out += edgetpu_sections(tables)
+    out += delegate_sections(tables)
+    return "\n".join(out).strip("\n") + "\n"
