@@ -93,6 +93,19 @@ class Cache:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
+    def check(self, option: str = "--cache-dir") -> None:
+        """Refuse, before anything runs (and without creating anything), a cache path that is a
+        file or that cannot be written."""
+        from harness.errors import ConfigError
+
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(str(self.root), option, "a file, not a directory: the cache is a directory")
+        existing = next(p for p in (self.root, *self.root.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise ConfigError(str(self.root), option, f"{existing} is a file, so the cache cannot be made here")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(str(self.root), option, f"cannot write the cache here: {existing} is read-only")
+
     def source_dir(self, key: str) -> Path:
         return self.root / "sources" / key
 
@@ -153,8 +166,10 @@ class Cache:
         model_path, meta_path = self._artifact(key)
         try:
             meta = json.loads(meta_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
+        if not isinstance(meta, dict) or not {"model", "variant", "status"} <= meta.keys():
+            return None  # a damaged entry (cut short, edited) is built again
         if meta["status"] == "ok" and not model_path.exists():
             return None
         return Artifact(

@@ -22,6 +22,7 @@ from devices.base import sha256_file
 from harness.artifacts import Artifact, Cache, source_key, variant_key
 from harness.config import ModelEntry, Plan
 from harness.edgetpu import Compiled, inspect_tflite
+from harness.errors import ConfigError
 from harness.provenance import PROJECT_ROOT
 from harness.variants import GIVEN, VARIANTS
 
@@ -66,11 +67,39 @@ def build_models(plan: Plan, cache: Cache, log: Log) -> tuple[dict[str, ModelBui
     return builds, summary
 
 
-def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, summary: BuildSummary) -> ModelBuild:
+def _keys(entry: ModelEntry) -> tuple[object, str, dict[str, str]]:
+    """(the model's source, its cache key, the cache key of each variant it needs)."""
     source = models.resolve(entry.name, entry.kind, entry.zoo, entry.path)
     skey = source_key(source.key_material())
     wanted = tuple(dict.fromkeys(("fp32", *entry.variants)))  # fp32 is the fidelity reference
-    keys = {v: variant_key(skey, VARIANTS[v]) for v in wanted}
+    return source, skey, {v: variant_key(skey, VARIANTS[v]) for v in wanted}
+
+
+def require_converter(plan: Plan, cache: Cache) -> None:
+    """Before anything runs: a plan that needs a conversion the cache does not hold, on a Python
+    without TensorFlow, is refused (naming the first such model), rather than failing every variant."""
+    import importlib.util
+
+    for i, entry in enumerate(plan.models):
+        if entry.kind == "tflite":
+            continue
+        _, skey, keys = _keys(entry)
+        if all(cache.read_artifact(k) is not None for k in keys.values()) and cache.eval_path(skey).exists():
+            continue
+        try:
+            present = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf_keras"))
+        except (ImportError, ValueError):
+            present = False
+        if not present:
+            raise ConfigError(plan.source, f"models[{i}]", f"{entry.name} must be converted and this Python "
+                              f"({sys.executable}) has no TensorFlow: install the harness's dependencies "
+                              "(pip install -c constraints.txt -e .), or give a .tflite file")
+        return
+
+
+def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, summary: BuildSummary) -> ModelBuild:
+    source, skey, keys = _keys(entry)
+    wanted = tuple(keys)
     missing = {v: k for v, k in keys.items() if cache.read_artifact(k) is None}
     eval_path = cache.eval_path(skey)
     crashes: dict[str, str] = {}

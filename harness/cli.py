@@ -32,6 +32,7 @@ def _inventory_path(arg: str | None) -> str | None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.artifacts import Cache
+    from harness.build import require_converter
     from harness.config import load_inventory, load_plan, select_devices
     from harness.lock import DeviceLocks
     from harness.report import render
@@ -44,12 +45,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         resume = _resume_settings(args, store) if store is not None else None
         inventory = load_inventory(_inventory_path(args.inventory))
-        plan = load_plan(args.plan or DEFAULT_PLAN, inventory)
+        plan = load_plan(args.plan or _default_plan(), inventory)
         if resume is not None and plan.sha256 != resume["plan_sha256"]:
             raise ConfigError(plan.source, None, f"changed since run {resume['id']} was made (sha256 "
                                                  f"{plan.sha256[:12]}, the run's {resume['plan_sha256'][:12]}); "
                                                  "--resume needs the plan the run was made with")
         targets = select_devices(plan, inventory, args.devices)
+        Cache(args.cache_dir).check()
+        require_converter(plan, Cache(args.cache_dir))
+        if store is None and Path(args.db).exists():  # a file that is not a store is refused before anything runs
+            store = Store(args.db)
         log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
         # waiting for another sweep is said even with --quiet: a sweep that seems to hang must say why
         locks = DeviceLocks([inventory.get(t.device) for t in targets], args.lock_wait, _log(False))
@@ -72,6 +77,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+
+
+def _default_plan() -> str:
+    """plans/quick.yaml here, or the harness's own when this directory has none."""
+    from pathlib import Path
+
+    from harness.provenance import PROJECT_ROOT
+
+    here = Path(DEFAULT_PLAN)
+    return str(here if here.exists() else Path(PROJECT_ROOT) / DEFAULT_PLAN)
 
 
 def _stop_on_sigterm() -> None:
@@ -109,7 +124,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.format == "html":
             text = _html(store, run_id)
         else:
-            text = render(args.format, store.cells(run_id), store.run(run_id), store.devices_of_run(run_id))
+            text = render(args.format, store.cells(run_id), store.run(run_id), store.devices_of_run(run_id),
+                          wide=args.wide)
     finally:
         store.close()
     if args.out:
@@ -304,10 +320,9 @@ def _trust(inventory, name: str) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from harness.doctor import checks
+    from harness.doctor import checks, render_checks
 
-    rows = [("component", "status", "detail")] + [(c.name, c.status, c.detail) for c in checks()]
-    _print_table(rows)
+    print("\n".join(render_checks(checks())))
     return 0
 
 
@@ -366,13 +381,19 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="print or write the results of a run",
-                       description="Tables of one run: markdown and csv pivot a row per model x variant with "
-                                   "per-target accuracy, size, latency and ratios to fp32; json gives one "
-                                   "record per cell with every metric; html is one self-contained page with "
-                                   "the tables, the trade-off plots, latency distributions and the trend.")
+                       description="Tables of one run. markdown (the default) fits in 120 columns: per model "
+                                   "a size table (a row per variant, ratios to fp32) and a table with a row per "
+                                   "target (device, delegate, threads) and variant: accuracy, p50, p90 and "
+                                   "speed-up over fp32; then each Coral host's Edge TPU beside its CPU, and the "
+                                   "delegates compared. --wide and csv pivot a row per model x variant with a "
+                                   "column group per target; json gives one record per cell with every metric; "
+                                   "html is one self-contained page with the tables, the trade-off plots, "
+                                   "latency distributions and the trend.")
     p.add_argument("--run", default="latest", help="run id, a unique prefix of one, or 'latest' (default)")
     p.add_argument("--format", choices=("markdown", "csv", "json", "html"), default="markdown",
                    help="html: one self-contained page with the tables, plots, distributions and trend")
+    p.add_argument("--wide", action="store_true",
+                   help="markdown: one wide table per model, a column group per target (as csv has it)")
     p.add_argument("--out", help="write to this file instead of stdout")
     db(p)
     p.set_defaults(func=cmd_report)

@@ -47,5 +47,16 @@ class RuntimeMissing(DeviceError):
         super().__init__(f"{message}; install with: {install_hint}" if install_hint else message)
 
 
+class SweepInterrupted(HarnessError):
+    """The coordinator could not go on (the store cannot be written, say). The run is marked
+    `interrupted`; its stored cells stay, and `harness sweep --resume RUN` measures the rest."""
+
+    def __init__(self, run_id: str, cause: BaseException):
+        self.run_id, self.cause = run_id, cause
+        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(f"run {run_id} interrupted by {what}; its finished cells are stored, and "
+                         f"`harness sweep --resume {run_id}` measures the rest")
+
+
 class RegressionDetected(HarnessError):
     """The gate found a latency regression. Exit code 1."""

@@ -16,6 +16,7 @@ workers (scoring, reference kernels, storing) takes it too, so it never overlaps
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 import traceback
 from dataclasses import dataclass, field, replace
@@ -23,18 +24,16 @@ from typing import Any, Callable
 
 import devices
 from devices.base import DeviceError, Job, device_identity
-from harness.accuracy import score
 from harness.build import ModelBuild
 from harness.config import Plan
+from harness.errors import DeviceTimeout
 from harness.edgetpu import NEEDS_FULL_INTEGER, Compiled
-from harness.metrics import runner_metrics
+from harness.launch_reports import outcome, record_reports
 from harness.progress import Progress
 from harness.schedule import rounds
 from harness.store import CellRecord, LaunchRecord, Store, now
 
 Log = Callable[[str], None]
-# what a launch's report carries that describes the cell, not the launch (taken from its first launch)
-CELL_DETAILS = ("coverage", "inputs", "outputs", "python", "numpy", "model", "argv", "edgetpu")
 
 
 @dataclass
@@ -67,13 +66,24 @@ class MachineWorker:
 
     def _open(self) -> None:
         for config in self.configs:
-            device = devices.open_device(config, self.log)
+            self.fingerprints[config.name], self.unavailable[config.name] = None, None
+            try:
+                device = devices.open_device(config, self.log)
+            except Exception as exc:  # noqa: BLE001 - a transport's bug costs its device's cells, not the sweep
+                self._raised(f"{config.name}: opening the device", exc)
+                self.devices[config.name] = _Unopened(config)
+                self.unavailable[config.name] = f"device could not be opened: {_what(exc)}"
+                continue
             device.host_work = self.host_work
             self.devices[config.name] = device
             try:
                 fingerprint = device.fingerprint()
             except DeviceError as exc:
-                self.fingerprints[config.name], self.unavailable[config.name] = None, f"device did not answer: {exc}"
+                self.unavailable[config.name] = f"device did not answer: {exc}"
+                continue
+            except Exception as exc:  # noqa: BLE001
+                self._raised(f"{config.name}: reading its fingerprint", exc)
+                self.unavailable[config.name] = f"device fingerprint failed: {_what(exc)}"
                 continue
             fingerprint["identity"] = identity = device_identity(fingerprint, config.name)
             self.fingerprints[config.name], self.unavailable[config.name] = fingerprint, None
@@ -86,7 +96,13 @@ class MachineWorker:
 
     def _close(self) -> None:
         for device in self.devices.values():
-            device.close()
+            if isinstance(device, _Unopened):
+                continue
+            try:
+                device.close()
+            except Exception as exc:  # noqa: BLE001 - every device is closed, whatever one of them raises
+                self._raised(f"{device.name}: closing", exc)
+                continue
             self.log(f"{device.name}: pushed {device.files_pushed} file(s), {device.bytes_pushed:,} bytes; "
                      f"{device.files_reused} already on the device")
 
@@ -97,7 +113,7 @@ class MachineWorker:
             self._open()
             pending = []
             for cell in self.cells:
-                item = self._prepare(cell)
+                item = self._guarded(cell, "preparing", self._prepare)
                 if item.settled:
                     self._settle(item)
                 else:
@@ -118,6 +134,22 @@ class MachineWorker:
                 self._launch(item, launch, seq)
         finally:
             self._close()
+
+    def _raised(self, what: str, exc: BaseException) -> None:
+        self.log(f"{what} raised {type(exc).__name__}:\n{''.join(traceback.format_exception(exc))}")
+
+    def _guarded(self, cell: Any, step: str, action: Callable[[Any], Pending]) -> Pending:
+        """`action(cell)`; when it raises anything but an interrupt, the cell is a failed record
+        naming the step and the exception (the traceback goes to the log), and the sweep goes on."""
+        try:
+            return action(cell)
+        except Exception as exc:  # noqa: BLE001 - one cell's bug must not end every device's work
+            self._raised(f"{cell.label()}: {step}", exc)
+            record = CellRecord(device_name=cell.device, model=cell.model, variant=cell.variant,
+                                delegate=cell.delegate, threads=cell.threads, status="failed",
+                                reason=f"{step} raised {_what(exc)}", protocol_json=self.plan.protocol.to_json(),
+                                started_at=now(), position=cell.position)
+            return Pending(cell, self.devices.get(cell.device), self.builds.get(cell.model), record, settled=True)
 
     def _prepare(self, cell: Any) -> Pending:
         """The cell's record, settled at once when it cannot be measured (no artifact, device
@@ -182,12 +214,12 @@ class MachineWorker:
                 report = device.measure(job)
         except DeviceError as exc:
             self.progress.launch_done()
-            self._fault(item, str(exc))
+            self._fault(item, exc)
             return
         except Exception as exc:  # noqa: BLE001 - one cell's bug must not end every device's work
             self.progress.launch_done()
-            self.log(f"{label}: launch {launch + 1} raised {type(exc).__name__}:\n{traceback.format_exc()}")
-            item.record.reason = f"launch {launch + 1} raised {type(exc).__name__}: {exc}"
+            self._raised(f"{label}: launch {launch + 1}", exc)
+            item.record.reason = f"launch {launch + 1} raised {_what(exc)}"
             self._settle(item)
             return
         self.progress.launch_done()
@@ -198,10 +230,22 @@ class MachineWorker:
         if report.get("error") or len(item.reports) == self.plan.protocol.repetitions:
             self._settle(item)
 
-    def _fault(self, item: Pending, reason: str) -> None:
-        """A device fault (unreachable, timed out) fails the cell, whatever launches it had; faults in
-        a row (`quarantine_after`) quarantine the device for the rest of the sweep."""
+    def _fault(self, item: Pending, exc: DeviceError) -> None:
+        """A device error fails the cell, whatever launches it had. Device faults in a row
+        (`quarantine_after`) quarantine the device for the rest of the sweep. A timeout is a fault
+        only when the device then fails a health probe: a slow model on a healthy board is the
+        model's failure, and a few of them in a row must not take the board out of the sweep."""
         name = item.cell.device
+        reason = str(exc)
+        if isinstance(exc, DeviceTimeout):
+            healthy, detail = self._probe(item.device)
+            if healthy:
+                done = f" (after {len(item.reports)} of {self.plan.protocol.repetitions} launches)" if item.reports else ""
+                item.record.reason = (reason + done + "; the device answered a health probe right after, so the "
+                                      "model was too slow, not the device: not counted toward quarantine")
+                self._settle(item)
+                return
+            reason += f"; then the device failed a health probe: {detail}"
         strikes = self.strikes.get(name, (0, ""))[0] + 1
         self.strikes[name] = (strikes, reason)
         done = f" (after {len(item.reports)} of {self.plan.protocol.repetitions} launches)" if item.reports else ""
@@ -212,19 +256,69 @@ class MachineWorker:
                                       f"(last: {reason})")
             self.log(self.unavailable[name])
 
+    def _probe(self, device: Any) -> tuple[bool, str]:
+        """(whether the device answers a health probe, what it said)."""
+        try:
+            health = device.health()
+        except Exception as exc:  # noqa: BLE001 - a probe that raises is a device that did not answer
+            return False, _what(exc)
+        return bool(health.reachable), health.detail or ("answered" if health.reachable else "no answer")
+
     def _settle(self, item: Pending) -> None:
         item.settled = True
         self.progress.skip_launches(self.plan.protocol.repetitions - item.attempts)  # those it will not need
         if item.reports:
             with self.host_work:
-                _record_reports(item.record, item.reports, item.build)
+                kept = dict(item.record.metrics)
+                try:
+                    record_reports(item.record, item.reports, item.build)
+                except Exception as exc:  # noqa: BLE001 - a parser's or scorer's bug fails this cell only
+                    self._raised(f"{item.cell.label()}: reading its reports", exc)
+                    _fail(item.record, f"reading the launches' reports raised {_what(exc)}", kept)
         self._store(item)
 
     def _store(self, item: Pending) -> None:
-        item.record.finished_at = now()
+        """The cell's rows, in one transaction. A record the store refuses (a value it cannot hold)
+        is stored again as a failed cell saying why; a store that cannot be written at all (disk
+        full, locked past the busy timeout) is the coordinator's failure, and ends the run."""
+        record = item.record
+        record.finished_at = now()
         with self.host_work:
-            self.store.add_cell(self.run_id, item.record, replace=self.resumed)
-        self.progress.cell_done(item.cell.label(), _outcome(item.record, item.build.labeled))
+            try:
+                self.store.add_cell(self.run_id, record, replace=self.resumed)
+            except (sqlite3.IntegrityError, sqlite3.InterfaceError, TypeError, ValueError, OverflowError) as exc:
+                self._refused(item, exc)  # a value json or SQLite cannot hold; other sqlite3 errors end the run
+        labeled = bool(item.build and item.build.labeled)
+        self.progress.cell_done(item.cell.label(), outcome(record, labeled))
+
+    def _refused(self, item: Pending, exc: BaseException) -> None:
+        self._raised(f"{item.cell.label()}: storing", exc)
+        _fail(item.record, f"storing the cell raised {_what(exc)}", {})
+        item.record.details, item.record.warnings = None, []
+        self.store.add_cell(self.run_id, item.record, replace=self.resumed)
+
+
+@dataclass
+class _Unopened:
+    """A device whose transport raised while opening: its cells fail with the reason."""
+
+    config: Any
+    delegates: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def _what(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _fail(record: CellRecord, reason: str, metrics: dict[str, float]) -> None:
+    """Turn a record into a failed one with `reason`, keeping only `metrics` (what was known before)."""
+    record.status, record.reason, record.launches = "failed", reason, []
+    record.metrics = dict(metrics)
+    record.accuracy_source = None
 
 
 def _compiled_for_edgetpu(record: CellRecord, artifact: Any, compiled: Compiled | None) -> bool:
@@ -261,83 +355,3 @@ def _cool(device: Any, record: CellRecord) -> None:
     record.metrics["cooldown_wait_s"] = record.metrics.get("cooldown_wait_s", 0.0) + waited
     if warning and warning not in record.warnings:
         record.warnings.append(warning)
-
-
-def _record_reports(record: CellRecord, reports: list[dict[str, Any]], build: ModelBuild) -> None:
-    """The cell's record from its launches' reports: runtime, telemetry before the first and after
-    the last, the first launch's description of the model, every launch's timings, and accuracy
-    from the launch that ran the evaluation set. A launch that reported an error fails the cell; a
-    cell that already has its reason (a device fault) keeps it and stays failed."""
-    first, last = reports[0], reports[-1]
-    runtime = first.get("runtime") or {}
-    record.runtime_name, record.runtime_version = runtime.get("name"), runtime.get("version")
-    record.runner_sha256 = first.get("runner_sha256")
-    for when, report in (("before", first), ("after", last)):
-        t = (report.get("telemetry") or {}).get(when) or {}
-        setattr(record, f"temp_{when}_c", t.get("temp_c"))
-        freqs = t.get("freq_khz") or []
-        setattr(record, f"freq_{when}_khz", sum(freqs) / len(freqs) if freqs else None)
-    for report in reports:
-        record.warnings += [w for w in report.get("warnings") or [] if w not in record.warnings]
-    details = {k: first.get(k) for k in CELL_DETAILS if first.get(k) is not None}
-    details["telemetry"] = {"before": (first.get("telemetry") or {}).get("before"),
-                            "after": (last.get("telemetry") or {}).get("after")}
-    details["launches"] = [{k: r.get(k) for k in ("init_us", "first_inference_us", "timed_seconds", "warmup")}
-                           for r in reports]
-    if any(r.get("benchmark_model") is not None for r in reports):  # each run's parsed benchmark_model output
-        details["benchmark_model"] = [run for r in reports for run in r.get("benchmark_model") or []]
-    record.details = {**(record.details or {}), **details}
-    if record.reason is not None:  # failed by a fault after some good launches: stays failed
-        return
-    failed = next((i for i, r in enumerate(reports) if r.get("error")), None)
-    if failed is not None:  # a launch after good ones failed: say which
-        error = reports[failed]["error"]
-        record.reason = f"{error['stage']} failed: {error['message']}" + (f" (launch {failed + 1})" if failed else "")
-        record.details["error"] = error
-        return
-    record.status = "ok"
-    record.launches = [r["_launch"] for r in reports]
-    record.metrics.update(_metrics(reports))
-    accuracy = next((r["accuracy"] for r in reports if r.get("accuracy") is not None), None)
-    source = next((r.get("accuracy_source") for r in reports if r.get("accuracy") is not None), None)
-    if accuracy is None:
-        return
-    if "error" in accuracy:
-        record.warnings.append(f"accuracy not measured: {accuracy['error']}")
-        return
-    try:
-        record.metrics.update(score(accuracy, build.labels, build.reference))
-        record.accuracy_source = source or "device"
-    except ValueError as exc:
-        record.warnings.append(f"accuracy not scored: {exc}")
-
-
-def _metrics(reports: list[dict[str, Any]]) -> dict[str, float]:
-    """Latency over every launch's timings; init and first inference as the median launch's;
-    peak memory the largest; coverage from the first launch; the spread of the launch medians."""
-    import numpy as np
-
-    pooled = {**reports[0], "samples_us": [x for r in reports for x in r["samples_us"]]}
-    for name in ("init_us", "first_inference_us", "rss_before_mb", "rss_after_init_mb"):
-        values = [r[name] for r in reports if r.get(name) is not None]
-        pooled[name] = float(np.median(values)) if values else None
-    peaks = [r["peak_rss_mb"] for r in reports if r.get("peak_rss_mb") is not None]
-    pooled["peak_rss_mb"] = max(peaks) if peaks else None
-    metrics = runner_metrics(pooled)
-    centers = [float(np.median(r["samples_us"])) for r in reports if r["samples_us"]]
-    metrics["launches"] = float(len(reports))
-    if len(centers) > 1 and min(centers) > 0:
-        metrics["launch_cv"] = float(np.std(np.log(centers), ddof=1))
-    return metrics
-
-
-def _outcome(record: CellRecord, labeled: bool) -> str:
-    if record.status != "ok":
-        return f"{record.status.upper()}: {record.reason}"
-    m = record.metrics
-    text = f"p50 {m['latency_p50_us'] / 1000:.3f} ms ({int(m['samples_count'])} runs in {int(m['launches'])} launches)"
-    if labeled and "top1_accuracy" in m:
-        text += f", top-1 {100 * m['top1_accuracy']:.2f} %"
-    elif "top1_agreement" in m:
-        text += f", agreement {100 * m['top1_agreement']:.0f} %"
-    return text

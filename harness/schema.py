@@ -14,6 +14,7 @@ Version 4 (launches as the unit of evidence, devices by identity):
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 
 import numpy as np
@@ -152,7 +153,11 @@ def open_schema(db: sqlite3.Connection, source: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         db.commit()
         return
-    if version > SCHEMA_VERSION or version not in (*UPGRADES, SCHEMA_VERSION):
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"store has schema {version}: written by a newer harness (this one reads "
+                         f"{', '.join(map(str, (*UPGRADES, SCHEMA_VERSION)))}); upgrade the harness or pass "
+                         "another --db")
+    if version not in (*UPGRADES, SCHEMA_VERSION):
         raise ValueError(f"store has schema {version}, this harness reads {', '.join(map(str, UPGRADES))} "
                          f"and writes {SCHEMA_VERSION}")
     while version < SCHEMA_VERSION:
@@ -169,9 +174,17 @@ def open_schema(db: sqlite3.Connection, source: str) -> None:
             db.commit()
         finally:
             db.execute("PRAGMA foreign_keys = ON")
-    db.execute("BEGIN")
-    create(db)
-    db.commit()
+    if missing(db):  # only when something is missing: a reader's open writes nothing
+        db.execute("BEGIN")
+        create(db)
+        db.commit()
+
+
+def missing(db: sqlite3.Connection) -> list[str]:
+    """The tables and indexes of SCHEMA this store lacks."""
+    wanted = re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)
+    present = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    return [name for name in wanted if name not in present]
 
 
 def create(db: sqlite3.Connection) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import platform
 import secrets
+import sqlite3
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -24,6 +26,7 @@ from harness.artifacts import Cache
 from harness.build import build_models
 from harness.config import Inventory, Plan, Target
 from harness.edgetpu import compile_for_cells
+from harness.errors import SweepInterrupted
 from harness.lock import LOCAL_MACHINE, machine_of
 from harness.measure import MachineWorker
 from harness.progress import Progress
@@ -120,9 +123,16 @@ def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store
             except BaseException:
                 stop.set()  # the workers finish the launch in hand and stop
                 raise
-    except BaseException as exc:  # the run row says how it ended; the cells stored so far stay
-        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "error")
+    except KeyboardInterrupt:  # the run row says how it ended; the cells stored so far stay
+        store.finish_run(run_id, "interrupted")
         raise
+    except Exception as exc:  # the coordinator itself failed (a cell's failure never reaches here)
+        log(f"run {run_id} ended by {type(exc).__name__}:\n{''.join(traceback.format_exception(exc))}")
+        try:
+            store.finish_run(run_id, "interrupted")
+        except sqlite3.Error as again:  # the store that failed may not take the status either
+            log(f"run {run_id}: could not mark it interrupted: {again}")
+        raise SweepInterrupted(run_id, exc) from exc
     counts = store.status_counts(run_id)
     failed, total = counts.get("failed", 0), sum(counts.values())
     store.finish_run(run_id, "ok" if not failed else "failed" if failed == total else "partial")

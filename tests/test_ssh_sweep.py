@@ -116,8 +116,8 @@ def test_configuration_faults_fail_their_cells_and_resume_completes(sshd_host, t
     assert "does not import" in reasons["no-runtime"][0]
     assert f"ssh -p {sshd_host.port}" in reasons["no-runtime"][0] and "pip install numpy ai-edge-litert" in reasons["no-runtime"][0]
     assert all("quarantined after 2 consecutive device failures" in r for r in reasons["no-runtime"][2:])
-    assert all("ran past its 2 s timeout" in r for r in reasons["hangs"][:2])
-    assert all("quarantined after 2" in r and "timeout" in r for r in reasons["hangs"][2:])
+    # its runner hangs but its probe answers: slow models, not a device fault, so never quarantined
+    assert all("ran past its 2 s timeout" in r and "not counted toward quarantine" in r for r in reasons["hangs"])
     warnings = json.loads(devices["local"][0]["warnings_json"])
     assert any(w.startswith(("cool-down not possible", "cool-down timed out")) for w in warnings)
     assert "cooldown_wait_s" in devices["local"][0]["metrics"]

@@ -98,7 +98,7 @@ def test_host_side_work_never_runs_beside_a_launch_timed_here(tmp_path, digits_b
 
     spans = Intervals()
     spans.wrap(monkeypatch, LocalDevice, "measure", lambda device, job: f"timed {device.name}")
-    spans.wrap(monkeypatch, measure, "_record_reports", lambda record, reports, build: f"host {record.device_name}")
+    spans.wrap(monkeypatch, measure, "record_reports", lambda record, reports, build: f"host {record.device_name}")
     spans.wrap(monkeypatch, Store, "add_cell", lambda store, run_id, record, replace=False: f"host {record.device_name}")
     entries = [{"name": "local", "transport": "local", "workdir": str(tmp_path / "w1")},
                netns_board.inventory_entry("board", python=sys.executable, workdir=str(tmp_path / "w2"))]
