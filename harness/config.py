@@ -5,6 +5,7 @@ past this module never sees a raw dict."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import types
 import typing
@@ -16,13 +17,13 @@ import devices
 import models
 from devices import coral
 from devices.base import MeasurementProtocol
+from harness.config_checks import checked_number, clip, first_repeat, key_text, model_file, refuse_repeats, show
 from harness.edgetpu import CompilerSettings
 from harness.errors import ConfigError
 from harness.variants import ALL as ALL_VARIANTS
 from harness.variants import GIVEN
 
 DELEGATES = ("cpu", "xnnpack", "reference", "gpu", "nnapi", "edgetpu")
-TFLITE_MAGIC = b"TFL3"
 EMBEDDED_INVENTORY = """\
 # The embedded default: this host only, so a sweep runs anywhere.
 devices:
@@ -85,24 +86,47 @@ class Plan:
 # -- parsing helpers ---------------------------------------------------------------------------
 
 
-def _load_yaml(path: Path | str, text: str | None = None) -> Any:
+def _read(path: Path | str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "no such file") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc}") from None
+
+
+def _load_yaml(source: str, data: bytes | str) -> Any:
+    """The document in `data` (UTF-8, or UTF-16 with a BOM); anything PyYAML cannot read is malformed."""
     import yaml
 
-    source = str(path)
-    if text is None:
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            raise ConfigError(source, None, "no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(source, None, f"cannot read: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(data, _loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(source, None, f"malformed YAML{where}: {problem}") from None
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(source, None, f"malformed YAML{where}: {clip(problem, 200)}") from None
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        raise ConfigError(source, None, "malformed YAML: nested too deeply") from None
+
+
+@functools.cache
+def _loader() -> type:
+    """yaml.SafeLoader whose scalars that their tag cannot take (`!!int abc`, `2001-02-30`, an int of
+    5000 digits) are YAML errors with a line, not ValueError, KeyError or AttributeError from PyYAML."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_object(self, node, deep=False):
+            try:
+                return super().construct_object(node, deep)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                why = f" ({clip(str(exc))})" if isinstance(exc, (ValueError, OverflowError)) else ""
+                problem = f"not a valid {tag}: {show(node.value)}{why}"
+                raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+    return Loader
 
 
 def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
@@ -113,26 +137,26 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
     if origin is tuple:
         item = typing.get_args(hint)[0]
         if not isinstance(value, list) or not value:
-            raise ConfigError(source, key, f"expected a non-empty list, got {value!r}")
+            raise ConfigError(source, key, f"expected a non-empty list, got {show(value)}")
         return tuple(_coerce(v, item, source, f"{key}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(hint):
         return build(hint, value, source, key)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return checked_number(value, float, source, key)
     if hint in (str, int, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(source, key, f"expected {getattr(hint, '__name__', hint)}, got {value!r}")
+        return checked_number(value, int, source, key) if hint is int else value
+    raise ConfigError(source, key, f"expected {getattr(hint, '__name__', hint)}, got {show(value)}")
 
 
 def build(cls: type, raw: Any, source: str, where: str) -> Any:
     """A dataclass from a YAML mapping: unknown keys, missing keys and wrong types are errors."""
     if not isinstance(raw, dict):
-        raise ConfigError(source, where or None, f"expected a mapping, got {raw!r}")
+        raise ConfigError(source, where or None, f"expected a mapping, got {show(raw)}")
     known = {f.name: f for f in fields(cls)}
     prefix = f"{where}." if where else ""
     for key in raw:
         if key not in known:
-            raise ConfigError(source, f"{prefix}{key}", f"unknown key (known: {', '.join(known)})")
+            raise ConfigError(source, f"{prefix}{key_text(key)}", f"unknown key (known: {', '.join(known)})")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in known.items():
@@ -156,34 +180,57 @@ def _positive(obj: Any, source: str, where: str, names: tuple[str, ...], allow_z
 def load_inventory(path: Path | str | None) -> Inventory:
     """The inventory at `path`; None means the embedded default (this host only)."""
     source = str(path) if path is not None else "<embedded inventory>"
-    raw = _load_yaml(source, EMBEDDED_INVENTORY if path is None else None)
-    if not isinstance(raw, dict) or set(raw) != {"devices"}:
+    raw = _load_yaml(source, EMBEDDED_INVENTORY if path is None else _read(path))
+    if not isinstance(raw, dict):
         raise ConfigError(source, None, "expected a mapping with the single key 'devices'")
+    for key in raw:
+        if key != "devices":
+            raise ConfigError(source, key_text(key), "unknown key (known: devices)")
+    if "devices" not in raw:
+        raise ConfigError(source, "devices", "missing required key")
     if not isinstance(raw["devices"], list) or not raw["devices"]:
         raise ConfigError(source, "devices", "expected a non-empty list of devices")
-    parsed, names = [], set()
+    parsed, names = [], {}
     for i, entry in enumerate(raw["devices"]):
         where = f"devices[{i}]"
         transport = entry.get("transport") if isinstance(entry, dict) else None
-        if transport not in devices.TRANSPORTS:
+        if not isinstance(transport, str) or transport not in devices.TRANSPORTS:
             raise ConfigError(source, f"{where}.transport",
-                              f"unknown transport {transport!r} (known: {', '.join(devices.TRANSPORTS)})")
+                              f"unknown transport {show(transport)} (known: {', '.join(devices.TRANSPORTS)})")
         config = build(devices.config_class(transport), entry, source, where)
         if not config.name.strip():
             raise ConfigError(source, f"{where}.name", "must not be empty")
         if config.name in names:
-            raise ConfigError(source, f"{where}.name", f"duplicate device name {config.name!r}")
+            raise ConfigError(source, f"{where}.name",
+                              f"duplicate device name {show(config.name)} (first at devices[{names[config.name]}])")
+        _check_strings(config, source, where)
         _check_numbers(config, source, where)
         if hasattr(config, "check"):  # what only the transport knows (an address, a file, a mask)
-            config.check(source, where)
+            try:
+                config.check(source, where)
+            except (OSError, ValueError, RuntimeError) as exc:  # a host path this OS cannot take
+                raise ConfigError(source, where, f"cannot check this device: {clip(str(exc))}") from None
         config = coral.check_accelerator(config, source, where)
         for delegate in config.delegates:
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"{where}.delegates",
-                                  f"unknown delegate {delegate!r} (known: {', '.join(DELEGATES)})")
-        names.add(config.name)
+                                  f"unknown delegate {show(delegate)} (known: {', '.join(DELEGATES)})")
+        refuse_repeats(config.delegates, source, f"{where}.delegates")
+        names[config.name] = i
         parsed.append(config)
     return Inventory(source, tuple(parsed))
+
+
+def _check_strings(obj: Any, source: str, where: str) -> None:
+    """No NUL in a name, an address or a path: no OS, shell or device takes one."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_strings(value, source, f"{where}.{f.name}")
+        for i, text in enumerate(value if isinstance(value, tuple) else (value,)):
+            if isinstance(text, str) and "\x00" in text:
+                key = f"{where}.{f.name}" + (f"[{i}]" if isinstance(value, tuple) else "")
+                raise ConfigError(source, key, f"must not contain a NUL character, got {show(text)}")
 
 
 def _check_numbers(obj: Any, source: str, where: str) -> None:
@@ -206,96 +253,83 @@ def _check_numbers(obj: Any, source: str, where: str) -> None:
 
 def _model_entry(raw: Any, source: str, where: str, base: Path) -> ModelEntry:
     if not isinstance(raw, dict):
-        raise ConfigError(source, where, f"expected a mapping with 'model' or 'path', got {raw!r}")
+        raise ConfigError(source, where, f"expected a mapping with 'model' or 'path', got {show(raw)}")
     for key in raw:
         if key not in ("model", "path", "name", "variants"):
-            raise ConfigError(source, f"{where}.{key}", "unknown key (known: model, path, name, variants)")
+            raise ConfigError(source, f"{where}.{key_text(key)}", "unknown key (known: model, path, name, variants)")
     if ("model" in raw) == ("path" in raw):
         raise ConfigError(source, where, "give exactly one of 'model' (a zoo name) or 'path' (a file)")
     if "model" in raw:
         zoo = raw["model"]
-        if zoo not in models.ZOO:
-            raise ConfigError(source, f"{where}.model", f"unknown model {zoo!r} (known: {', '.join(models.ZOO)})")
+        if not isinstance(zoo, str) or zoo not in models.ZOO:
+            raise ConfigError(source, f"{where}.model", f"unknown model {show(zoo)} (known: {', '.join(models.ZOO)})")
         kind, path, name = "zoo", None, raw.get("name", zoo)
     else:
         if not isinstance(raw["path"], str):
-            raise ConfigError(source, f"{where}.path", f"expected a path, got {raw['path']!r}")
-        path = (base / raw["path"]).expanduser()
-        kind = _model_kind(path, source, f"{where}.path")
+            raise ConfigError(source, f"{where}.path", f"expected a path, got {show(raw['path'])}")
+        kind, path = model_file(raw["path"], base, source, f"{where}.path")
         name = raw.get("name", path.stem if path.suffix else path.name)
     if not isinstance(name, str) or not name.strip():
-        raise ConfigError(source, f"{where}.name", f"expected a non-empty name, got {name!r}")
+        raise ConfigError(source, f"{where}.name", f"expected a non-empty name, got {show(name)}")
     allowed = (GIVEN,) if kind == "tflite" else ALL_VARIANTS
     variants = raw.get("variants", "all")
     if variants == "all":
         variants = list(allowed)
     if not isinstance(variants, list) or not variants:
-        raise ConfigError(source, f"{where}.variants", f"expected 'all' or a list of variants, got {variants!r}")
-    for v in variants:
-        if v not in allowed:
+        raise ConfigError(source, f"{where}.variants", f"expected 'all' or a list of variants, got {show(variants)}")
+    for i, v in enumerate(variants):
+        if not isinstance(v, str) or v not in allowed:
             why = " (a .tflite file is benchmarked as it is)" if kind == "tflite" else ""
-            raise ConfigError(source, f"{where}.variants",
-                              f"unknown variant {v!r}{why} (known: {', '.join(allowed)})")
-    return ModelEntry(name=name, kind=kind, variants=tuple(dict.fromkeys(variants)),
-                      zoo=raw.get("model"), path=path)
-
-
-def _model_kind(path: Path, source: str, key: str) -> str:
-    if path.is_dir():
-        if not (path / "saved_model.pb").exists():
-            raise ConfigError(source, key, f"{path} is a directory without saved_model.pb")
-        return "saved_model"
-    if not path.exists():
-        raise ConfigError(source, key, f"no such file: {path}")
-    if path.suffix == ".tflite":
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if len(head) < 8 or head[4:8] != TFLITE_MAGIC:
-            raise ConfigError(source, key, f"{path} is not a TFLite model (no TFL3 identifier)")
-        return "tflite"
-    if path.suffix == ".keras":
-        return "keras"
-    raise ConfigError(source, key, f"{path}: expected a .tflite, a .keras file or a SavedModel directory")
+            raise ConfigError(source, f"{where}.variants[{i}]",
+                              f"unknown variant {show(v)}{why} (known: {', '.join(allowed)})")
+    refuse_repeats(variants, source, f"{where}.variants")
+    return ModelEntry(name=name, kind=kind, variants=tuple(variants), zoo=raw.get("model"), path=path)
 
 
 def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     source = str(path)
-    raw = _load_yaml(path)
+    data = _read(path)
+    raw = _load_yaml(source, data)
     if not isinstance(raw, dict):
         raise ConfigError(source, None, "expected a mapping with at least 'models'")
     known = ("name", "description", "models", "targets", "threads", "protocol", "timeouts", "quarantine_after",
              "edgetpu_compiler")
     for key in raw:
         if key not in known:
-            raise ConfigError(source, key, f"unknown key (known: {', '.join(known)})")
+            raise ConfigError(source, key_text(key), f"unknown key (known: {', '.join(known)})")
     if not isinstance(raw.get("models"), list) or not raw["models"]:
         raise ConfigError(source, "models", "expected a non-empty list of models")
     base = Path(path).resolve().parent
     entries = tuple(_model_entry(m, source, f"models[{i}]", base) for i, m in enumerate(raw["models"]))
-    seen: set[str] = set()
-    for i, entry in enumerate(entries):
-        if entry.name in seen:
-            raise ConfigError(source, f"models[{i}].name", f"duplicate model name {entry.name!r}")
-        seen.add(entry.name)
+    repeat = first_repeat([entry.name for entry in entries])
+    if repeat:
+        i, first = repeat
+        raise ConfigError(source, f"models[{i}].name",
+                          f"duplicate model name {show(entries[i].name)} (first at models[{first}])")
     targets = _targets(raw.get("targets"), inventory, source)
     threads = _thread_counts(_coerce(raw.get("threads", [1]), tuple[int, ...], source, "threads"), source, "threads")
-    protocol = build(MeasurementProtocol, raw.get("protocol") or {}, source, "protocol")
+    protocol = build(MeasurementProtocol, _section(raw, "protocol"), source, "protocol")
     _positive(protocol, source, "protocol",
               ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "repetitions"),
               allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
-    timeouts = build(Timeouts, raw.get("timeouts") or {}, source, "timeouts")
+    timeouts = build(Timeouts, _section(raw, "timeouts"), source, "timeouts")
     _positive(timeouts, source, "timeouts", ("run_timeout_s", "convert_timeout_s"))
     quarantine_after = _coerce(raw.get("quarantine_after", 3), int, source, "quarantine_after")
     if quarantine_after < 1:
         raise ConfigError(source, "quarantine_after", f"must be >= 1, got {quarantine_after}")
     compiler = _compiler_settings(raw.get("edgetpu_compiler"), source)
     name = raw.get("name", Path(path).stem)
-    if not isinstance(name, str):
-        raise ConfigError(source, "name", f"expected a string, got {name!r}")
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return Plan(name=name, source=source, sha256=digest, models=entries, targets=targets,
-                protocol=protocol, timeouts=timeouts, threads=threads, quarantine_after=quarantine_after,
-                description=raw.get("description"), edgetpu_compiler=compiler)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(source, "name", f"expected a non-empty string, got {show(name)}")
+    description = _coerce(raw.get("description"), str | None, source, "description")
+    return Plan(name=name, source=source, sha256=hashlib.sha256(data).hexdigest(), models=entries,
+                targets=targets, protocol=protocol, timeouts=timeouts, threads=threads,
+                quarantine_after=quarantine_after, description=description, edgetpu_compiler=compiler)
+
+
+def _section(raw: dict, key: str) -> Any:
+    """A plan's optional mapping: absent or empty (`key:` alone) is the defaults."""
+    return {} if raw.get(key) is None else raw[key]
 
 
 def _compiler_settings(raw: Any, source: str) -> CompilerSettings:
@@ -320,20 +354,27 @@ def _targets(raw: Any, inventory: Inventory, source: str) -> tuple[Target, ...]:
     for i, entry in enumerate(raw):
         target = build(Target, entry, source, f"targets[{i}]")
         if target.device not in names:
-            raise ConfigError(source, f"targets[{i}].device",
-                              f"no device {target.device!r} in {inventory.source} (known: {', '.join(names)})")
+            raise ConfigError(source, f"targets[{i}].device", f"no device {show(target.device)} in "
+                              f"{inventory.source} (known: {', '.join(names)})")
         for delegate in target.delegates or ():
             if delegate not in DELEGATES:
                 raise ConfigError(source, f"targets[{i}].delegates",
-                                  f"unknown delegate {delegate!r} (known: {', '.join(DELEGATES)})")
+                                  f"unknown delegate {show(delegate)} (known: {', '.join(DELEGATES)})")
+        refuse_repeats(target.delegates or (), source, f"targets[{i}].delegates")
         _thread_counts(target.threads or (), source, f"targets[{i}].threads")
         targets.append(target)
+    repeat = first_repeat([t.device for t in targets])
+    if repeat:
+        i, first = repeat
+        raise ConfigError(source, f"targets[{i}].device",
+                          f"duplicate target device {show(targets[i].device)} (first at targets[{first}])")
     return tuple(targets)
 
 
 def _thread_counts(threads: tuple[int, ...], source: str, key: str) -> tuple[int, ...]:
     if any(t < 1 for t in threads):
         raise ConfigError(source, key, "thread counts must be >= 1")
+    refuse_repeats(threads, source, key)
     return threads
 
 

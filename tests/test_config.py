@@ -3,6 +3,10 @@ line, exit code 2 with one message and no run written)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -44,7 +48,7 @@ def test_embedded_inventory_is_the_local_device():
 
 @pytest.mark.parametrize("text, key, words", [
     ("models:\n  - model: resnet9000\n", "models[0].model", "unknown model 'resnet9000'"),
-    ("models:\n  - model: digits_cnn\n    variants: [fp32, int4]\n", "models[0].variants", "unknown variant 'int4'"),
+    ("models:\n  - model: digits_cnn\n    variants: [fp32, int4]\n", "models[0].variants[1]", "unknown variant 'int4'"),
     ("models:\n  - model: digits_cnn\n    pruning: yes\n", "models[0].pruning", "unknown key"),
     ("models:\n  - model: digits_cnn\nflavour: spicy\n", "flavour", "unknown key"),
     ("models:\n  - model: digits_cnn\nprotocol: {num_runz: 3}\n", "protocol.num_runz", "unknown key"),
@@ -97,7 +101,8 @@ def test_given_tflite_takes_no_other_variant(tmp_path):
     ("devices:\n  - name: a\n    transport: local\n  - name: a\n    transport: local\n", "devices[1].name", "duplicate"),
     ("devices:\n  - name: a\n    transport: local\n    delegates: [warp]\n", "devices[0].delegates", "unknown delegate"),
     ("devices:\n  - transport: local\n", "devices[0].name", "missing required key"),
-    ("hosts: []\n", None, "single key 'devices'"),
+    ("hosts: []\n", "hosts", "unknown key (known: devices)"),
+    ("[]\n", None, "single key 'devices'"),
     ("devices:\n  - name: pi\n    transport: ssh\n", "devices[0].host", "missing required key"),
     ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    port: 70000\n", "devices[0].port", "not a TCP port"),
     ("devices:\n  - name: pi\n    transport: ssh\n    host: pi.lan\n    connect_timeout_s: 0\n",
@@ -162,3 +167,165 @@ def test_ssh_inventory_entry_with_defaults_and_cooldown(tmp_path):
 def test_quarantine_after_must_be_positive(tmp_path):
     error = plan_error(tmp_path, "models:\n  - model: digits_cnn\nquarantine_after: 0\n")
     assert error.key == "quarantine_after" and ">= 1" in error.message
+
+
+# -- a value repeated in a list is refused before anything is measured ----------------------------
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("models:\n  - model: digits_cnn\n    variants: [fp32, int8, fp32]\n", "models[0].variants[2]",
+     "'fp32' is listed twice (first at models[0].variants[0])"),
+    ("models:\n  - model: digits_cnn\ntargets:\n  - device: local\n    delegates: [cpu, xnnpack, cpu]\n",
+     "targets[0].delegates[2]", "'cpu' is listed twice (first at targets[0].delegates[0])"),
+    ("models:\n  - model: digits_cnn\nthreads: [1, 2, 2]\n", "threads[2]", "2 is listed twice (first at threads[1])"),
+    ("models:\n  - model: digits_cnn\ntargets:\n  - device: local\n    threads: [4, 4]\n", "targets[0].threads[1]",
+     "4 is listed twice (first at targets[0].threads[0])"),
+    ("models:\n  - model: digits_cnn\n  - model: mobilenet_v2\n    name: digits_cnn\n", "models[1].name",
+     "duplicate model name 'digits_cnn' (first at models[0])"),
+    ("models:\n  - model: digits_cnn\ntargets:\n  - device: local\n  - device: local\n    threads: [2]\n",
+     "targets[1].device", "duplicate target device 'local' (first at targets[0])"),
+])
+def test_a_value_repeated_in_a_plan_list_is_refused(tmp_path, text, key, message):
+    error = plan_error(tmp_path, text)
+    assert (error.key, error.message) == (key, message)
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("devices:\n  - name: a\n    transport: local\n  - name: a\n    transport: ssh\n    host: h\n", "devices[1].name",
+     "duplicate device name 'a' (first at devices[0])"),
+    ("devices:\n  - name: a\n    transport: local\n    delegates: [cpu, xnnpack, cpu]\n", "devices[0].delegates[2]",
+     "'cpu' is listed twice (first at devices[0].delegates[0])"),
+])
+def test_a_value_repeated_in_an_inventory_list_is_refused(tmp_path, text, key, message):
+    path = write(tmp_path / "inventory.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    assert (info.value.source, info.value.key, info.value.message) == (str(path), key, message)
+
+
+# -- a model path must be what its name says --------------------------------------------------------
+
+
+def model_path_message(tmp_path: Path, given: str) -> str:
+    error = plan_error(tmp_path, f"models:\n  - path: {given}\n")
+    assert error.key == "models[0].path"
+    return error.message
+
+
+def test_a_tflite_without_the_flatbuffer_identifier(tmp_path):
+    (tmp_path / "fake.tflite").write_bytes(b"\x1c\x00\x00\x00TFL2" + bytes(32))
+    assert model_path_message(tmp_path, "fake.tflite") == (
+        f"{tmp_path / 'fake.tflite'} is not a TFLite model (no TFL3 identifier at bytes 4..8)")
+
+
+def test_a_keras_file_that_is_not_a_zip_archive(tmp_path):
+    (tmp_path / "old.keras").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(32))  # an HDF5 model renamed
+    assert model_path_message(tmp_path, "old.keras") == (
+        f"{tmp_path / 'old.keras'} is not a Keras model (a .keras file is a zip archive)")
+
+
+def test_a_saved_model_directory_without_its_graph(tmp_path):
+    (tmp_path / "exported" / "variables").mkdir(parents=True)
+    assert model_path_message(tmp_path, "exported") == f"{tmp_path / 'exported'} is a directory without saved_model.pb"
+    (tmp_path / "odd" / "saved_model.pb").mkdir(parents=True)
+    assert model_path_message(tmp_path, "odd") == f"{tmp_path / 'odd'}/saved_model.pb is not a file"
+
+
+def test_a_directory_where_a_file_is_expected(tmp_path):
+    (tmp_path / "model.tflite").mkdir()
+    assert model_path_message(tmp_path, "model.tflite") == (
+        f"{tmp_path / 'model.tflite'} is a directory, not a .tflite file")
+    (tmp_path / "model.keras").mkdir()
+    (tmp_path / "model.keras" / "saved_model.pb").write_bytes(b"")
+    assert model_path_message(tmp_path, "model.keras") == (
+        f"{tmp_path / 'model.keras'} is a directory, not a .keras file")
+
+
+def test_a_file_where_a_directory_is_expected(tmp_path):
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
+    assert model_path_message(tmp_path, "m.tflite/") == f"{tmp_path / 'm.tflite'} is a file, not a directory"
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "saved_model.pb").write_bytes(b"")
+    assert model_path_message(tmp_path, "export/saved_model.pb") == (
+        f"{tmp_path / 'export' / 'saved_model.pb'} is a file: give the SavedModel directory that holds it")
+
+
+def test_a_model_path_that_is_no_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.tflite")  # opening it would block the loader
+    assert model_path_message(tmp_path, "pipe.tflite") == f"{tmp_path / 'pipe.tflite'} is not a regular file"
+
+
+def test_model_paths_expand_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
+    plan = load_plan(write(tmp_path / "plans" / "p.yaml", "models:\n  - path: ~/m.tflite\n"), INVENTORY)
+    assert plan.models[0].path == tmp_path / "home" / "m.tflite"
+
+
+# -- what used to escape the loaders as another exception ----------------------------------------
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("models:\n  - model: !!int abc\n", None,
+     "malformed YAML at line 2, column 12: not a valid !!int: 'abc' (invalid literal for int() with base 10: 'abc')"),
+    ("models:\n  - model: digits_cnn\nname: 2001-02-30\n", None,
+     "malformed YAML at line 3, column 7: not a valid !!timestamp: '2001-02-30' (day is out of range for month)"),
+    ("models:\n  - model: digits_cnn\nname: !!timestamp 2001-13-45x\n", None,
+     "malformed YAML at line 3, column 7: not a valid !!timestamp: '2001-13-45x'"),
+    ("[" * 3000, None, "malformed YAML: nested too deeply"),
+    ("models:\n  - model: [digits_cnn]\n", "models[0].model",
+     "unknown model ['digits_cnn'] (known: digits_cnn, mobilenet_v2, efficientnet_b0)"),
+    ("models:\n  - model: digits_cnn\nprotocol: {max_secs: " + "9" * 400 + "}\n", "protocol.max_secs",
+     "expected a finite number, got <an integer of 1329 bits>"),
+    ("models:\n  - model: digits_cnn\nprotocol: {max_secs: .nan}\n", "protocol.max_secs",
+     "expected a finite number, got nan"),
+    ("models:\n  - model: digits_cnn\nthreads: [0x" + "f" * 4000 + "]\n", "threads[0]",
+     "<an integer of 16000 bits> is out of range (at most 9223372036854775807)"),
+    ("models:\n  - model: digits_cnn\n'': 1\n", "''", "unknown key (known: name, description, models, targets, "
+     "threads, protocol, timeouts, quarantine_after, edgetpu_compiler)"),
+    ("models:\n  - model: digits_cnn\ndescription: [1]\n", "description", "expected str, got [1]"),
+    ("models:\n  - model: digits_cnn\nprotocol: []\n", "protocol", "expected a mapping, got []"),
+    ("models:\n  - path: \"a\\0b.tflite\"\n", "models[0].path",
+     "not a usable path: 'a\\x00b.tflite' (a NUL character)"),
+])
+def test_bad_input_that_crashed_the_plan_loader(tmp_path, text, key, message):
+    error = plan_error(tmp_path, text)
+    assert (error.key, error.message) == (key, message)
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("devices:\n  - name: a\n    transport: [local]\n", "devices[0].transport",
+     "unknown transport ['local'] (known: local, ssh, adb)"),
+    ("devices:\n  - name: a\n    transport: local\n  - name: a\n    transport: local\nextra: 1\n", "extra",
+     "unknown key (known: devices)"),
+    ("{}\n", "devices", "missing required key"),
+    ("devices:\n  - name: \"a\\0\"\n    transport: local\n", "devices[0].name",
+     "must not contain a NUL character, got 'a\\x00'"),
+    ("devices:\n  - name: p\n    transport: adb\n    host: h\n    benchmark_model: ~nosuchuser_zz9/bm\n", "devices[0]",
+     "cannot check this device: Could not determine home directory."),
+])
+def test_bad_input_that_crashed_the_inventory_loader(tmp_path, text, key, message):
+    path = write(tmp_path / "inventory.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    assert (info.value.source, info.value.key, info.value.message) == (str(path), key, message)
+
+
+def test_loading_plans_imports_no_tensorflow(tmp_path):
+    """The loaders stay pure: validating a plan converts nothing and imports no TensorFlow."""
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    (tmp_path / "sm").mkdir()
+    (tmp_path / "sm" / "saved_model.pb").write_bytes(b"")
+    write(tmp_path / "byo.yaml", "models:\n  - path: m.tflite\n  - path: m.keras\n    name: k\n  - path: sm\n")
+    plans = [str(p) for p in sorted((ROOT / "plans").glob("*.yaml"))] + [str(tmp_path / "byo.yaml")]
+    code = ("import sys\nfrom harness.config import load_inventory, load_plan\n"
+            f"inventory = load_inventory({str(ROOT / 'inventory.yaml')!r})\n"
+            f"for plan in {plans!r}:\n    load_plan(plan, inventory)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', "
+            "'tensorflow_model_optimization', 'ai_edge_litert', 'tflite_runtime')))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,233 @@
+"""Every row of docs/errors.md, run as a user would: the command on the row's input gives the row's
+message on stderr (no traceback), its exit code, and leaves the directory as it was (or as the row
+says). The rows are read from the document itself, so the table and the harness cannot drift
+apart: a row without a case here, or a case without a row, fails.
+
+`python tests/test_errors.py` prints what each case gives today (for writing a new row)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import ROOT, harness_cli, inventory_yaml, write  # noqa: E402
+
+DOC = ROOT / "docs" / "errors.md"
+TINY_PLAN = "name: p\nmodels:\n  - path: model.tflite\n"
+LOCAL = [{"name": "local", "transport": "local", "delegates": ["cpu"]}]
+
+
+def _tflite(tmp: Path) -> None:
+    """A minimal file with the TFLite flatbuffer identifier (enough for the plan's checks)."""
+    (tmp / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+
+
+def _store(tmp: Path, name: str = "results.sqlite") -> None:
+    from harness.store import Store
+
+    Store(tmp / name).close()
+
+
+def _newer_store(tmp: Path) -> None:
+    _store(tmp)
+    with closing(sqlite3.connect(tmp / "results.sqlite")) as con, con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+
+
+def _foreign_sqlite(tmp: Path) -> None:
+    with closing(sqlite3.connect(tmp / "results.sqlite")) as con, con:
+        con.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+
+
+def _no_tensorflow(tmp: Path) -> dict:
+    """A Python that cannot import TensorFlow: a meta path finder that refuses it, installed by
+    sitecustomize for this command and the processes it starts."""
+    site = tmp.parent / f"{tmp.name}-site"
+    site.mkdir()
+    write(site / "sitecustomize.py", (
+        "import sys\n"
+        "class NoTensorFlow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf_keras'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n"))
+    return {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+@contextmanager
+def _mounted(tmp: Path, options: str, fill: bool = False):
+    """A tmpfs at tmp/mnt (root only): read-only, or tiny and full."""
+    mnt = tmp.parent / f"{tmp.name}-mnt"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        if fill:
+            try:
+                with open(mnt / "filler", "wb") as f:
+                    while True:
+                        f.write(bytes(4096))
+                        f.flush()
+            except OSError:  # no space left: full
+                pass
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        mnt.rmdir()
+
+
+# Each case: (setup(tmp) -> extra env or None, the command's arguments). Setup runs in an empty
+# directory that is the command's working directory; what setup made is the "before" the row compares with.
+CASES = {
+    "plan-missing": (None, ["sweep", "--plan", "nope.yaml"]),
+    "plan-directory": (lambda t: (t / "plans").mkdir(), ["sweep", "--plan", "plans"]),
+    "plan-malformed": (lambda t: write(t / "p.yaml", "models: [digits_cnn\n"), ["sweep", "--plan", "p.yaml"]),
+    "plan-empty": (lambda t: write(t / "p.yaml", ""), ["sweep", "--plan", "p.yaml"]),
+    "plan-unknown-key": (lambda t: write(t / "p.yaml", "modles:\n  - model: digits_cnn\n"),
+                         ["sweep", "--plan", "p.yaml"]),
+    "plan-unknown-model": (lambda t: write(t / "p.yaml", "models:\n  - model: resnet9000\n"),
+                           ["sweep", "--plan", "p.yaml"]),
+    "plan-unknown-variant": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    variants: [fp32, int4]\n"),
+                             ["sweep", "--plan", "p.yaml"]),
+    "plan-repeated-variant": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    variants: [fp32, int8, fp32]\n"),
+                              ["sweep", "--plan", "p.yaml"]),
+    "plan-repeated-threads": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\nthreads: [1, 2, 1]\n"),
+                              ["sweep", "--plan", "p.yaml"]),
+    "plan-wrong-type": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\nthreads: two\n"),
+                        ["sweep", "--plan", "p.yaml"]),
+    "plan-huge-number": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\nthreads: [100000000000000000000]\n"),
+                         ["sweep", "--plan", "p.yaml"]),
+    "plan-model-path-missing": (lambda t: write(t / "p.yaml", "models:\n  - path: net.keras\n"),
+                                ["sweep", "--plan", "p.yaml"]),
+    "plan-tflite-not-a-model": (lambda t: (write(t / "net.tflite", "not a model"),
+                                           write(t / "p.yaml", "models:\n  - path: net.tflite\n")),
+                                ["sweep", "--plan", "p.yaml"]),
+    "plan-keras-not-a-model": (lambda t: (write(t / "net.keras", "not a model"),
+                                          write(t / "p.yaml", "models:\n  - path: net.keras\n")),
+                               ["sweep", "--plan", "p.yaml"]),
+    "plan-unknown-device": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\ntargets:\n  - device: pixel9\n"),
+                            ["sweep", "--plan", "p.yaml"]),
+    "plan-data-key": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: images/}\n"),
+                      ["sweep", "--plan", "p.yaml"]),
+    "inventory-missing": (None, ["sweep", "--inventory", "lab.yaml"]),
+    "inventory-unknown-transport": (lambda t: write(t / "lab.yaml", "devices:\n  - name: pi\n    transport: telnet\n"),
+                                    ["sweep", "--inventory", "lab.yaml"]),
+    "inventory-ssh-without-host": (lambda t: write(t / "lab.yaml", "devices:\n  - name: pi\n    transport: ssh\n"),
+                                   ["sweep", "--inventory", "lab.yaml"]),
+    "inventory-repeated-name": (lambda t: write(t / "lab.yaml", inventory_yaml(LOCAL + LOCAL)),
+                                ["sweep", "--inventory", "lab.yaml"]),
+    "inventory-unknown-delegate": (lambda t: write(t / "lab.yaml", "devices:\n  - name: local\n    transport: local\n"
+                                                                   "    delegates: [cpu, tpu]\n"),
+                                   ["sweep", "--inventory", "lab.yaml"]),
+    "option-unknown-device": (None, ["sweep", "--devices", "pixel9"]),
+    "option-unknown-run": (_store, ["report", "--run", "nope"]),
+    "option-unknown-format": (None, ["report", "--format", "pdf"]),
+    "option-resume-unknown-run": (_store, ["sweep", "--resume", "nope"]),
+    "option-unknown-baseline": (_store, ["gate", "--baseline", "nightly"]),
+    "option-negative-threshold": (_store, ["gate", "--baseline", "x", "--threshold", "-0.05"]),
+    "option-confirm-pairs": (_store, ["gate", "--baseline", "x", "--confirm", "--confirm-pairs", "50"]),
+    "store-missing": (None, ["report"]),
+    "store-not-sqlite": (lambda t: write(t / "results.sqlite", "model,latency\n"), ["report"]),
+    "store-foreign-sqlite": (_foreign_sqlite, ["sweep", "--plan", "p.yaml"]),
+    "store-directory": (lambda t: (t / "results.sqlite").mkdir(), ["report"]),
+    "store-newer-schema": (_newer_store, ["report"]),
+    "cache-is-a-file": (lambda t: write(t / "cache", ""), ["sweep", "--plan", "p.yaml", "--cache-dir", "cache"]),
+    "env-no-tensorflow": (_no_tensorflow, ["sweep", "--cache-dir", "empty-cache"]),
+}
+HELD: list = []  # device locks a case's setup holds while its command runs
+
+
+def _locked(tmp: Path) -> dict:
+    """Another sweep holds this host's device lock (the same lock directory as the command's)."""
+    from devices.local import LocalConfig
+    from harness.lock import DeviceLocks
+
+    locks = tmp.parent / f"{tmp.name}-locks"
+    held = DeviceLocks([LocalConfig(name="local")], directory=locks)
+    held.acquire({"plan": "nightly"})
+    HELD.append(held)
+    return {"HARNESS_LOCK_DIR": str(locks)}
+
+
+CASES["env-second-sweep-same-device"] = (_locked, ["sweep", "--plan", "p.yaml"])
+# these write the store into a place set up by a context (a mount), not into the working directory
+MOUNTED = {
+    "env-read-only-results": ("ro,size=1m", False),
+    "env-disk-full": ("size=64k", True),
+}
+DB = "results.sqlite"
+
+
+def doc_rows() -> dict[str, dict[str, str]]:
+    """docs/errors.md's table rows: id -> {input, message, exit, left}."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"\| `([a-z0-9-]+)` \| (.*) \| `(.*)` \| (\d+) \| (.*) \|$", line)
+        if m:
+            rows[m.group(1)] = {"input": m.group(2), "message": m.group(3).replace("\\|", "|"),
+                                "exit": int(m.group(4)), "left": m.group(5)}
+    return rows
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def run_case(case: str, tmp: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """(the command's result, the directory before, after)."""
+    _tflite(tmp)
+    write(tmp / "p.yaml", TINY_PLAN)
+    if case in MOUNTED:
+        options, fill = MOUNTED[case]
+        with _mounted(tmp, options, fill) as mnt:
+            before = snapshot(mnt)
+            result = harness_cli("sweep", "--plan", "p.yaml", "--db", str(mnt / DB), "--cache-dir", "cache", cwd=tmp)
+            result.stderr = result.stderr.replace(str(mnt), "<mount>")
+            return result, before, snapshot(mnt)
+    setup, args = CASES[case]
+    env = setup(tmp) if setup else None
+    env = env if isinstance(env, dict) else None
+    before = snapshot(tmp)
+    if "--db" not in args:
+        args = [*args, "--db", DB]
+    try:
+        result = harness_cli(*args, cwd=tmp, env={**os.environ, **env} if env else None, timeout=300)
+    finally:
+        while HELD:
+            HELD.pop().release()
+    return result, before, snapshot(tmp)
+
+
+def test_every_row_has_a_case_and_every_case_a_row():
+    assert sorted(doc_rows()) == sorted([*CASES, *MOUNTED])
+
+
+@pytest.mark.parametrize("case", sorted([*CASES, *MOUNTED]))
+def test_the_row_holds(case, tmp_path):
+    row = doc_rows()[case]
+    result, before, after = run_case(case, tmp_path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == row["exit"], result.stderr
+    assert row["message"] in result.stderr.splitlines()[-1], result.stderr  # one message, the last line
+    if row["left"] == "nothing":
+        assert after == before
+    else:
+        raise AssertionError(f"{case}: the test knows only rows that leave nothing: {row['left']}")
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    for name in sorted([*CASES, *MOUNTED]):
+        with tempfile.TemporaryDirectory() as d:
+            got, b, a = run_case(name, Path(d))
+            print(f"{name}\t{got.returncode}\t{'same' if a == b else 'CHANGED'}\t{got.stderr.strip().splitlines()[-1:]}")
