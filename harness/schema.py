@@ -16,8 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+from pathlib import Path
 
 import numpy as np
+
+from harness.errors import ConfigError
 
 SCHEMA_VERSION = 4
 SAMPLE_DTYPE = "<f4"  # samples.latency_us: little-endian float32 microseconds
@@ -136,6 +139,45 @@ def _upgrade_3_to_4(db: sqlite3.Connection) -> None:
 # version -> the upgrade that brings a store of that version to the next (3 added `baselines`,
 # which SCHEMA creates where it is missing)
 UPGRADES = {2: lambda db: None, 3: _upgrade_3_to_4}
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def refuse_what_is_not_a_store(path: Path) -> None:
+    """Before connecting: a directory, or a file that is not an SQLite database, is refused (SQLite
+    would fail later with 'file is not a database', or write into a file that was empty)."""
+    if path.is_dir():
+        raise ConfigError(str(path), None, "a directory, not a results store (--db takes a file path)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    if head and head != SQLITE_HEADER:
+        raise ConfigError(str(path), None, "not a results store: the file is not an SQLite database; "
+                                           "refusing to write into it")
+
+
+def refuse_a_foreign_database(db: sqlite3.Connection, path: Path) -> None:
+    """An SQLite database with tables but without our `meta` table is someone else's: never
+    create our tables in it."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if tables and "meta" not in tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(str(path), None, f"an SQLite database that is not a results store (its tables: {shown}); "
+                                           "refusing to write into it")
+
+
+def sqlite_hint(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return " (is its directory read-only? pass --db a writable path)"
+    if "disk is full" in text:
+        return " (free some space, or pass --db a path on another disk)"
+    return ""
 
 
 def open_schema(db: sqlite3.Connection, source: str) -> None:

@@ -25,51 +25,13 @@ import numpy as np
 
 from harness.errors import ConfigError
 from harness.metrics import UNITS
-from harness.schema import SAMPLE_DTYPE, SCHEMA_VERSION, launch_summary, open_schema
+from harness.schema import (SAMPLE_DTYPE, SCHEMA_VERSION, launch_summary, open_schema, refuse_a_foreign_database,
+                            refuse_what_is_not_a_store, sqlite_hint)
 
 CELL_COLUMNS = ("device_name", "device_identity", "device_fingerprint", "model", "variant", "artifact_sha256", "delegate",
                 "threads", "status", "reason", "warnings_json", "started_at", "finished_at", "position", "runtime_name",
                 "runtime_version", "runner_sha256", "accuracy_source", "protocol_json", "temp_before_c", "temp_after_c",
                 "freq_before_khz", "freq_after_khz", "details_json")
-
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _refuse_what_is_not_a_store(path: Path) -> None:
-    """Before connecting: a directory, or a file that is not an SQLite database, is refused (SQLite
-    would fail later with 'file is not a database', or write into a file that was empty)."""
-    if path.is_dir():
-        raise ConfigError(str(path), None, "a directory, not a results store (--db takes a file path)")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
-    if head and head != SQLITE_HEADER:
-        raise ConfigError(str(path), None, "not a results store: the file is not an SQLite database; "
-                                           "refusing to write into it")
-
-
-def _refuse_a_foreign_database(db: sqlite3.Connection, path: Path) -> None:
-    """An SQLite database with tables but without our `meta` table is someone else's: never
-    create our tables in it."""
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    if tables and "meta" not in tables:
-        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        raise ConfigError(str(path), None, f"an SQLite database that is not a results store (its tables: {shown}); "
-                                           "refusing to write into it")
-
-
-def _hint(exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "readonly" in text or "unable to open" in text:
-        return " (is its directory read-only? pass --db a writable path)"
-    if "disk is full" in text:
-        return " (free some space, or pass --db a path on another disk)"
-    return ""
 
 
 def now() -> str:
@@ -137,7 +99,7 @@ class Store:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        _refuse_what_is_not_a_store(self.path)
+        refuse_what_is_not_a_store(self.path)
         self._new = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,11 +109,11 @@ class Store:
         try:
             self.db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise ConfigError(str(self.path), None, f"cannot open the store: {exc}{_hint(exc)}") from None
+            raise ConfigError(str(self.path), None, f"cannot open the store: {exc}{sqlite_hint(exc)}") from None
         self.lock = threading.RLock()
         self.db.row_factory = sqlite3.Row
         try:
-            _refuse_a_foreign_database(self.db, self.path)
+            refuse_a_foreign_database(self.db, self.path)
             self.db.execute("PRAGMA foreign_keys = ON")
             open_schema(self.db, str(self.path))  # refuses a newer store before anything is written
             self.journal_mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -160,7 +122,7 @@ class Store:
             raise ConfigError(str(self.path), "schema_version", str(exc)) from None
         except sqlite3.DatabaseError as exc:  # read-only directory or file, disk full, a corrupt file
             self._abandon()
-            raise ConfigError(str(self.path), None, f"cannot use the store: {exc}{_hint(exc)}") from None
+            raise ConfigError(str(self.path), None, f"cannot use the store: {exc}{sqlite_hint(exc)}") from None
         except BaseException:
             self._abandon()
             raise

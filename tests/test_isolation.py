@@ -151,16 +151,21 @@ def test_a_store_that_cannot_be_written_interrupts_the_run_and_resume_finishes_i
         store.close()
 
 
-def test_timeouts_on_a_healthy_device_are_the_models_not_a_quarantine(tmp_path, tiny_tflite, session_cache):
-    """Every launch runs longer than the device's 1 s timeout; the runner's health probe answers
-    after each. Three slow cells in a row, with quarantine after two device faults: none is a
-    fault, so the device is never quarantined."""
+def _slow_sweep(tmp_path, tiny_tflite, session_cache):
+    """Three cells whose every launch runs past the device's 1 s timeout; quarantine after two faults."""
     entries = [{"name": "local", "transport": "local", "workdir": str(tmp_path / "w-local"), "run_timeout_s": 1}]
     plan = (f"name: slow\nmodels:\n  - path: {tiny_tflite}\n    name: tiny\nthreads: [1, 2, 3]\nquarantine_after: 2\n"
             "targets:\n  - device: local\n    delegates: [xnnpack]\n"
             "protocol: {warmup_runs: 1, warmup_min_secs: 0.0, num_runs: 10, min_secs: 5, max_secs: 10, "
             "repetitions: 2}\n")
-    store, run_id, _ = _sweep(tmp_path, entries, plan, session_cache)
+    return _sweep(tmp_path, entries, plan, session_cache)
+
+
+def test_timeouts_on_a_healthy_device_are_the_models_not_a_quarantine(tmp_path, tiny_tflite, session_cache):
+    """Every launch runs longer than the device's 1 s timeout; the runner's health probe answers
+    after each. Three slow cells in a row, with quarantine after two device faults: none is a
+    fault, so the device is never quarantined."""
+    store, run_id, _ = _slow_sweep(tmp_path, tiny_tflite, session_cache)
     try:
         reasons = [c["reason"] for c in store.cells(run_id)]
         assert len(reasons) == 3 and all(c["status"] == "failed" for c in store.cells(run_id))
@@ -178,12 +183,7 @@ def test_timeouts_on_a_device_that_then_fails_its_probe_quarantine_it(tmp_path, 
     from devices.local import LocalDevice
 
     monkeypatch.setattr(LocalDevice, "health", lambda device: Health(reachable=False, detail="no answer in 60 s"))
-    entries = [{"name": "local", "transport": "local", "workdir": str(tmp_path / "w-local"), "run_timeout_s": 1}]
-    plan = (f"name: hung\nmodels:\n  - path: {tiny_tflite}\n    name: tiny\nthreads: [1, 2, 3]\nquarantine_after: 2\n"
-            "targets:\n  - device: local\n    delegates: [xnnpack]\n"
-            "protocol: {warmup_runs: 1, warmup_min_secs: 0.0, num_runs: 10, min_secs: 5, max_secs: 10, "
-            "repetitions: 2}\n")
-    store, run_id, _ = _sweep(tmp_path, entries, plan, session_cache)
+    store, run_id, _ = _slow_sweep(tmp_path, tiny_tflite, session_cache)
     try:
         reasons = sorted(c["reason"] for c in store.cells(run_id))
         assert len(reasons) == 3
