@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -480,3 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+    except sqlite3.Error as exc:  # the store failed outside a sweep's cells (locked past the busy timeout, disk full)
+        print(f"harness: the results store failed: {type(exc).__name__}: {exc} (--db {getattr(args, 'db', '?')})",
+              file=sys.stderr)
+        return 1
