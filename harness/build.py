@@ -80,21 +80,20 @@ def require_converter(plan: Plan, cache: Cache) -> None:
     without TensorFlow, is refused (naming the first such model), rather than failing every variant."""
     import importlib.util
 
+    try:  # asked first: with TensorFlow there (the usual case) no cache entry need be read here
+        if all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf_keras")):
+            return
+    except (ImportError, ValueError):
+        pass
     for i, entry in enumerate(plan.models):
         if entry.kind == "tflite":
             continue
         _, skey, keys = _keys(entry)
         if all(cache.read_artifact(k) is not None for k in keys.values()) and cache.eval_path(skey).exists():
             continue
-        try:
-            present = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tf_keras"))
-        except (ImportError, ValueError):
-            present = False
-        if not present:
-            raise ConfigError(plan.source, f"models[{i}]", f"{entry.name} must be converted and this Python "
-                              f"({sys.executable}) has no TensorFlow: install the harness's dependencies "
-                              "(pip install -c constraints.txt -e .), or give a .tflite file")
-        return
+        raise ConfigError(plan.source, f"models[{i}]", f"{entry.name} must be converted and this Python "
+                          f"({sys.executable}) has no TensorFlow: install the harness's dependencies "
+                          "(pip install -c constraints.txt -e .), or give a .tflite file")
 
 
 def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, summary: BuildSummary) -> ModelBuild:

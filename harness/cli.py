@@ -52,8 +52,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                                  f"{plan.sha256[:12]}, the run's {resume['plan_sha256'][:12]}); "
                                                  "--resume needs the plan the run was made with")
         targets = select_devices(plan, inventory, args.devices)
-        Cache(args.cache_dir).check()
-        require_converter(plan, Cache(args.cache_dir))
+        cache = Cache(args.cache_dir)
+        cache.check()
+        require_converter(plan, cache)
         if store is None and Path(args.db).exists():  # a file that is not a store is refused before anything runs
             store = Store(args.db)
         log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
@@ -62,7 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         locks.acquire({"plan": plan.name})
         try:
             store = store or Store(args.db)
-            run_id = run_sweep(inventory, plan, targets, store, Cache(args.cache_dir), log, argv=sys.argv[1:],
+            run_id = run_sweep(inventory, plan, targets, store, cache, log, argv=sys.argv[1:],
                                resume=resume["id"] if resume else None)
         finally:
             locks.release()
@@ -82,8 +83,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _default_plan() -> str:
     """plans/quick.yaml here, or the harness's own when this directory has none."""
-    from pathlib import Path
-
     from harness.provenance import PROJECT_ROOT
 
     here = Path(DEFAULT_PLAN)

@@ -71,7 +71,6 @@ class MachineWorker:
                 device = devices.open_device(config, self.log)
             except Exception as exc:  # noqa: BLE001 - a transport's bug costs its device's cells, not the sweep
                 self._raised(f"{config.name}: opening the device", exc)
-                self.devices[config.name] = _Unopened(config)
                 self.unavailable[config.name] = f"device could not be opened: {_what(exc)}"
                 continue
             device.host_work = self.host_work
@@ -96,8 +95,6 @@ class MachineWorker:
 
     def _close(self) -> None:
         for device in self.devices.values():
-            if isinstance(device, _Unopened):
-                continue
             try:
                 device.close()
             except Exception as exc:  # noqa: BLE001 - every device is closed, whatever one of them raises
@@ -155,7 +152,7 @@ class MachineWorker:
         """The cell's record, settled at once when it cannot be measured (no artifact, device
         unavailable, delegate missing, not for the Edge TPU)."""
         build = self.builds[cell.model]
-        device = self.devices[cell.device]
+        device = self.devices.get(cell.device)  # None when it could not be opened (then unavailable)
         fingerprint = self.fingerprints[cell.device]
         artifact = build.artifacts[cell.variant]
         record = CellRecord(device_name=cell.device, model=cell.model, variant=cell.variant, delegate=cell.delegate,
@@ -237,10 +234,10 @@ class MachineWorker:
         model's failure, and a few of them in a row must not take the board out of the sweep."""
         name = item.cell.device
         reason = str(exc)
+        done = f" (after {len(item.reports)} of {self.plan.protocol.repetitions} launches)" if item.reports else ""
         if isinstance(exc, DeviceTimeout):
             healthy, detail = self._probe(item.device)
             if healthy:
-                done = f" (after {len(item.reports)} of {self.plan.protocol.repetitions} launches)" if item.reports else ""
                 item.record.reason = (reason + done + "; the device answered a health probe right after, so the "
                                       "model was too slow, not the device: not counted toward quarantine")
                 self._settle(item)
@@ -248,7 +245,6 @@ class MachineWorker:
             reason += f"; then the device failed a health probe: {detail}"
         strikes = self.strikes.get(name, (0, ""))[0] + 1
         self.strikes[name] = (strikes, reason)
-        done = f" (after {len(item.reports)} of {self.plan.protocol.repetitions} launches)" if item.reports else ""
         item.record.reason = reason + done
         self._settle(item)
         if strikes == self.plan.quarantine_after and self.unavailable[name] is None:
@@ -296,18 +292,6 @@ class MachineWorker:
         _fail(item.record, f"storing the cell raised {_what(exc)}", {})
         item.record.details, item.record.warnings = None, []
         self.store.add_cell(self.run_id, item.record, replace=self.resumed)
-
-
-@dataclass
-class _Unopened:
-    """A device whose transport raised while opening: its cells fail with the reason."""
-
-    config: Any
-    delegates: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
 
 def _what(exc: BaseException) -> str:
