@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.adb import (ADBConfig, benchmark_argv, cpu_count, parse_getprop, parse_thermal_zones,
-                         parse_thermalservice, report_from_runs)
+from devices.adb import ADBConfig
+from devices.android.benchmark_model import benchmark_argv, report_from_runs
+from devices.android.parsers import cpu_count, parse_getprop, parse_thermal_zones, parse_thermalservice
 from devices.base import Job, MeasurementProtocol
 from harness.config import load_inventory
 from harness.errors import ConfigError, DeviceError

@@ -23,8 +23,22 @@ Lite delegate for GPU.` / `for NNAPI.`, `Replacing … (TfLiteGpuDelegateV2)` /
 uses the built-in kernels without the default delegate (BUILTIN_WITHOUT_DEFAULT_DELEGATES).
 --enable_op_profiling is accepted and echoed; the profiling tables are not printed. A
 --nnapi_accelerator_name not in the device's list fails as the NNAPI delegate does; the peer's
-`delegate_failure` (`{"nnapi": "op_failed"}`, `{"gpu": "<error text>"}`) makes the delegate fail.
-Exit status 0, or 1 (EXIT_FAILURE) on any failure.
+`delegate_failure` (`{"nnapi": "op_failed"}`, `{"gpu": "<error text>"}`) makes the delegate fail;
+the value `corrupt_outputs` (for any delegate: cpu, xnnpack, gpu, nnapi) lets it run at its
+normal speed but saves wrong outputs, every output tensor rolled by one along its last axis, the
+way a broken NNAPI driver returns plausible but wrong logits. Exit status 0, or 1 (EXIT_FAILURE)
+on any failure; a FATAL line aborts (SIGABRT), as TFLITE_LOG(FATAL) and TFLITE_TOOLS_CHECK do.
+
+Given inputs and saved outputs, as benchmark_tflite_model.cc (TF 2.16-era: the version with
+`signature_to_run_for`, `list_signatures` and `OutputSaver`) has them: `--input_layer` (names,
+`,`), `--input_layer_shape` (one shape per name, `:` between them; a -1 is refused), and
+`--input_layer_value_files` (`NAME:FILE` items, `,` between them, `::` for a `:` in either half;
+SplitInputLayerNameAndValueFile). Each input is resized to its shape before the delegate is
+applied (a name that differs from the model's only warns); a value file must hold exactly the
+resized tensor's bytes (`FATAL: The size of F is N bytes. It should be M bytes.`) and replaces
+that input's random data. `--output_filepath`: after the runs, every output tensor's raw bytes
+in the model's output order, concatenated (OutputSaver::OnBenchmarkEnd; nothing when the file
+cannot be opened).
 
 `taskset_main`: toybox's taskset (toys/other/taskset.c): `taskset MASK CMD [ARGS…]` runs CMD with
 that CPU affinity, `taskset -p [MASK] PID` shows or sets a pid's. The phone's CPU k is this host's
@@ -123,8 +137,11 @@ FLAGS = {
     "report_peak_memory_footprint": (bool, "Report the peak memory footprint"),
     "memory_footprint_check_interval_ms": (int, "Memory footprint check interval (ms)"),
     "graph": (str, "Graph"), "signature_to_run_for": (str, "Signature to run"),
+    "input_layer": (str, "Input layers"), "input_layer_shape": (str, "Input shapes"),
+    "input_layer_value_files": (str, "Input value files"),
     "allow_fp16": (bool, "Allow fp16"), "require_full_delegation": (bool, "Require full delegation"),
     "enable_op_profiling": (bool, "Enable op profiling"), "verbose": (bool, None),
+    "output_filepath": (str, "File path to export outputs layer to"),
     "use_gpu": (bool, "Use gpu"), "gpu_backend": (str, "GPU backend"),
     "use_nnapi": (bool, "Use NNAPI"), "nnapi_execution_preference": (str, "NNAPI execution preference"),
     "nnapi_accelerator_name": (str, "NNAPI accelerator name"), "use_xnnpack": (bool, "Use xnnpack"),
@@ -132,10 +149,12 @@ FLAGS = {
 DEFAULTS = {"num_runs": 50, "min_secs": 1.0, "max_secs": 150.0, "run_delay": -1.0, "num_threads": -1,
             "warmup_runs": 1, "warmup_min_secs": 0.5, "report_peak_memory_footprint": False,
             "memory_footprint_check_interval_ms": 50, "graph": "", "signature_to_run_for": "",
+            "input_layer": "", "input_layer_shape": "", "input_layer_value_files": "", "output_filepath": "",
             "allow_fp16": False, "require_full_delegation": False, "enable_op_profiling": False, "verbose": False,
             "use_gpu": False, "gpu_backend": "", "use_nnapi": False, "nnapi_execution_preference": "",
             "nnapi_accelerator_name": "", "use_xnnpack": False}
 NNAPI_LINE = 3779  # the nnapi_delegate.cc line in the real capture (fixture 04, TF 2.4)
+CORRUPT = "corrupt_outputs"  # a `delegate_failure` value: the delegate runs, its outputs are wrong
 
 
 def _out(line: str) -> None:
@@ -235,7 +254,8 @@ def _log_params(values: dict, given: dict, accelerators: list[str]) -> None:
             show(name)
     show("graph")
     show("signature_to_run_for")
-    for name in ("allow_fp16", "require_full_delegation", "enable_op_profiling"):
+    for name in ("input_layer", "input_layer_shape", "input_layer_value_files", "allow_fp16",
+                 "require_full_delegation", "enable_op_profiling", "output_filepath"):
         if name in given:
             show(name)
     if "num_threads" in given:
@@ -299,6 +319,117 @@ class _PeakMemory(threading.Thread):
 def _fail() -> int:
     _err("ERROR: Benchmarking failed.")
     return 1
+
+
+def _fatal(message: str) -> None:
+    """TFLITE_LOG(FATAL) and TFLITE_TOOLS_CHECK: the message on stderr, then abort()."""
+    _err(f"FATAL: {message}")
+    os.abort()
+
+
+def _split_name_file(item: str) -> tuple[str, str] | str:
+    """SplitInputLayerNameAndValueFile: NAME:FILE split on the one `:` that is not doubled; `::`
+    stands for `:` in both halves. The error to print otherwise."""
+    delim, i = -1, 0
+    while i < len(item) - 1:
+        if item[i] == ":":
+            if item[i + 1] == ":":
+                i += 1
+            elif delim == -1:
+                delim = i
+            else:
+                return f"{item} contains more than one delimiter."
+        i += 1
+    if delim == -1:
+        return f"{item} doesn't contain any delimiter."
+    return item[:delim].replace("::", ":"), item[delim + 1:].replace("::", ":")
+
+
+def _input_layers(values: dict) -> list[dict] | str:
+    """PopulateInputLayerInfo: --input_layer (`,`), --input_layer_shape (`:` between inputs, `,`
+    inside) and --input_layer_value_files (`,` between items) -> [{name, shape, file}], or the
+    error to print. A value file naming no --input_layer is fatal, as in the real tool."""
+    names = values["input_layer"].split(",") if values["input_layer"] else []
+    shapes = values["input_layer_shape"].split(":") if values["input_layer_shape"] else []
+    if len(names) != len(shapes):
+        return (f"The number of items in --input_layer_shape ({values['input_layer_shape']}, with {len(shapes)} "
+                f"items) must match the number of items in --input_layer ({values['input_layer']}, with "
+                f"{len(names)} items). For example --input_layer=input1,input2 --input_layer_shape=1,224,224,4:1,20")
+    layers = []
+    for name, shape in zip(names, shapes):
+        try:
+            dims = [int(d) for d in shape.split(",")]
+        except ValueError:
+            _fatal(f"Incorrect size string specified: {shape}")
+        if -1 in dims:
+            return "Any unknown sizes in the shapes (-1's) must be replaced with the size you want to benchmark with."
+        layers.append({"name": name, "shape": dims, "file": None})
+    for item in values["input_layer_value_files"].split(",") if values["input_layer_value_files"] else []:
+        pair = _split_name_file(item)
+        if isinstance(pair, str):
+            _err(f"ERROR: {pair}")
+            return f"Wrong input value file item specified: {item}"
+        match = [layer for layer in layers if layer["name"] == pair[0]]
+        if not match:
+            _fatal(f"Cannot find the corresponding input_layer name({pair[0]}) in --input_layer as "
+                   f"{values['input_layer']}")
+        match[0]["file"] = pair[1]
+    return layers
+
+
+def _resize(interpreter, layers: list[dict]) -> str | None:
+    """BenchmarkTfLiteModel::Init before the delegates: one layer per model input, the names only
+    warned about, then each input resized to its shape. The error to print, if any."""
+    details = interpreter.get_input_details()
+    if layers and len(layers) != len(details):
+        _fatal(f"Inputs mismatch: Model inputs #:{len(layers)} expected: {len(details)}")
+    for layer, detail in zip(layers, details):
+        if layer["name"] != detail["name"]:
+            _out(f"WARN: Tensor # {detail['index']} is named {detail['name']} but flags call it {layer['name']}")
+        if len(layer["shape"]) != len(detail["shape"]):
+            return f"Input tensor #{detail['index']} should have {len(detail['shape'])} dimensions!"
+    for layer, detail in zip(layers, details):
+        interpreter.resize_tensor_input(detail["index"], layer["shape"])
+    return None
+
+
+def _file_inputs(interpreter, layers: list[dict], inputs: list) -> list:
+    """PrepareInputData: an input with a value file takes its bytes, which must be exactly the
+    (resized) tensor's size; the others keep their random data."""
+    import numpy as np
+
+    by_index = dict(inputs)
+    for layer, detail in zip(layers, interpreter.get_input_details()):
+        if layer["file"] is None:
+            continue
+        try:
+            with open(layer["file"], "rb") as fh:
+                data = fh.read()
+        except OSError:
+            _fatal(f"Failed to read the input_layer_value_file:{layer['file']}")
+        dtype = np.dtype(detail["dtype"])
+        expected = int(np.prod(detail["shape"])) * dtype.itemsize
+        if len(data) != expected:
+            _fatal(f"The size of {layer['file']} is {len(data)} bytes. It should be {expected} bytes.")
+        by_index[detail["index"]] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(detail["shape"])
+    return list(by_index.items())
+
+
+def _save_outputs(interpreter, path: str, corrupt: bool) -> None:
+    """OutputSaver at the end of the benchmark: every output tensor's raw bytes, in the model's
+    output order, into `path` (nothing when it cannot be opened). `corrupt`: what a broken driver
+    returns, every output rolled by one along its last axis (top-1 moves to the next class)."""
+    import numpy as np
+
+    try:
+        with open(path, "wb") as fh:
+            for detail in interpreter.get_output_details():
+                data = interpreter.get_tensor(detail["index"])
+                if corrupt and data.ndim:
+                    data = np.roll(data, 1, axis=-1)
+                fh.write(np.ascontiguousarray(data).tobytes())
+    except OSError:
+        pass
 
 
 def _random_inputs(interpreter):
@@ -409,6 +540,10 @@ def benchmark_main(argv: list[str], state_path: str | None = None) -> int:
         _err("ERROR: Please specify the name of your TF Lite input file with --graph")
         return _fail()
     _log_params(values, given, accelerators)
+    layers = _input_layers(values)
+    if isinstance(layers, str):
+        _err(f"ERROR: {layers}")
+        return _fail()
     peak = _PeakMemory(values["memory_footprint_check_interval_ms"]) if values["report_peak_memory_footprint"] else None
     if peak is not None:
         peak.start()
@@ -438,22 +573,27 @@ def benchmark_main(argv: list[str], state_path: str | None = None) -> int:
             loaded, error = True, None
         except Exception as exc:  # noqa: BLE001 - the runtime's message is the tool's error
             loaded, error = False, str(exc)
-        if loaded:
-            try:
-                interpreter.allocate_tensors()
-            except Exception as exc:  # noqa: BLE001
-                error = str(exc)
     if not loaded:
         for line in native.text.splitlines():
             _err(line)
         _err(f"ERROR: {error.strip()}")
         _err(f"ERROR: Failed to mmap model {graph}")
         return _fail()
+    resize_error = _resize(interpreter, layers)
+    if resize_error is not None:
+        _err(f"ERROR: {resize_error}")
+        return _fail()
+    with _Fd2Capture() as allocating:
+        try:
+            interpreter.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001
+            error = str(exc)
+    native_lines = (native.text + allocating.text).splitlines()
     _out(f"INFO: Loaded model {graph}")
     _err("INFO: Initialized TensorFlow Lite runtime.")
     cover = coverage(interpreter)
     if error is not None:
-        for line in native.text.splitlines():
+        for line in native_lines:
             if not line.startswith("INFO: Created TensorFlow Lite XNNPACK"):
                 _err(line)
         _err(f"ERROR: {error.strip()}")
@@ -469,13 +609,13 @@ def benchmark_main(argv: list[str], state_path: str | None = None) -> int:
             _err("ERROR: Restored original execution plan after delegate application failure.")
             _err("ERROR: Failed to apply NNAPI delegate.")
             return _fail()
-        if "nnapi" in failures:
+        if failures.get("nnapi", CORRUPT) != CORRUPT:
             return _delegate_failure("nnapi", failures["nnapi"], cover)
         _delegate_lines("nnapi", cover)
     elif kind == "gpu":
         _err("INFO: Created TensorFlow Lite delegate for GPU.")
         _out("INFO: GPU delegate created.")
-        if "gpu" in failures:
+        if failures.get("gpu", CORRUPT) != CORRUPT:
             return _delegate_failure("gpu", failures["gpu"], cover)
         _delegate_lines("gpu", cover)
     elif kind == "xnnpack":
@@ -495,7 +635,7 @@ def benchmark_main(argv: list[str], state_path: str | None = None) -> int:
     init_kb = _maxrss_kb() - start_kb
     _out(f"INFO: The input model file size (MB): {_g(size / 1e6)}")
     _out(f"INFO: Initialized session in {_g(init_us / 1e3)}ms.")
-    inputs = _random_inputs(interpreter)
+    inputs = _file_inputs(interpreter, layers, _random_inputs(interpreter))
     try:
         warmup = _run(interpreter, inputs, values["warmup_runs"], values["warmup_min_secs"], values["max_secs"],
                       values["run_delay"])
@@ -516,4 +656,7 @@ def benchmark_main(argv: list[str], state_path: str | None = None) -> int:
         peak_mb = peak.stop()
         if peak_mb > 0:
             _out(f"INFO: Overall peak memory footprint (MB) via periodic monitoring: {_g(peak_mb)}")
+    if values["output_filepath"]:
+        delegate = {"builtin": "cpu", "default": "xnnpack"}.get(kind, kind)
+        _save_outputs(interpreter, values["output_filepath"], failures.get(delegate) == CORRUPT)
     return 0
