@@ -67,6 +67,8 @@ class Artifact:
     seconds: float | None = None
     full_integer: bool = False  # every tensor an integer: what the Edge TPU compiler takes
     precompiled: bool = False  # a given model already compiled for the Edge TPU
+    calibration_examples: int | None = None  # inputs the converter calibrated on (full-integer recipes)
+    fine_tune_examples: int | None = None  # examples pruning / QAT fine-tuned on
 
     @classmethod
     def from_file(cls, model: str, variant: str, path: Path, full_integer: bool = False,
@@ -176,4 +178,5 @@ class Cache:
             model=meta["model"], variant=meta["variant"], status=meta["status"], reason=meta.get("reason"),
             path=model_path if meta["status"] == "ok" else None, sha256=meta.get("sha256"),
             bytes=meta.get("bytes"), gzip_bytes=meta.get("gzip_bytes"), sparsity=meta.get("sparsity"),
-            cached=True, seconds=meta.get("seconds"), full_integer=bool(meta.get("full_integer")))
+            cached=True, seconds=meta.get("seconds"), full_integer=bool(meta.get("full_integer")),
+            calibration_examples=meta.get("calibration_examples"), fine_tune_examples=meta.get("fine_tune_examples"))

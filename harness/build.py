@@ -25,6 +25,7 @@ from harness.edgetpu import Compiled, inspect_tflite
 from harness.errors import ConfigError
 from harness.provenance import PROJECT_ROOT
 from harness.variants import GIVEN, VARIANTS
+from models.user_data import spec_to_json
 
 Log = Callable[[str], None]
 
@@ -40,6 +41,8 @@ class ModelBuild:
     reference: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     compiled: dict[str, Compiled] = field(default_factory=dict)  # variant -> its Edge TPU compilation
+    top_k: int = 5
+    metric: Callable | None = None  # the user's metric (`data.metric`), called with labels and outputs
 
 
 @dataclass
@@ -53,23 +56,70 @@ class BuildSummary:
 def build_models(plan: Plan, cache: Cache, log: Log) -> tuple[dict[str, ModelBuild], BuildSummary]:
     summary = BuildSummary()
     builds = {}
-    for entry in plan.models:
+    for i, entry in enumerate(plan.models):
         if entry.kind == "tflite":
             full_integer, precompiled = inspect_tflite(entry.path)
             artifact = Artifact.from_file(entry.name, GIVEN, entry.path, full_integer, precompiled)
-            builds[entry.name] = ModelBuild(entry.name, False, {GIVEN: artifact},
-                                            notes=["a given .tflite: no reference to score accuracy against"])
-            continue
-        builds[entry.name] = _build_keras(entry, cache, plan.timeouts.convert_timeout_s, log, summary)
+            build = ModelBuild(entry.name, False, {GIVEN: artifact})
+            if entry.data is not None and entry.data.eval is not None:
+                _given_eval(build, entry, cache, plan.source, f"models[{i}]")
+            else:
+                build.notes.append("a given .tflite: no reference to score accuracy against")
+        else:
+            build = _build_keras(entry, cache, plan, f"models[{i}]", log, summary)
+        if entry.data is not None:
+            build.top_k = entry.data.top_k or build.top_k
+            if entry.data.metric:
+                build.metric = load_metric(entry.data.metric, plan.source, f"models[{i}].data.metric")
+        builds[entry.name] = build
     for build in builds.values():
         for note in build.notes:
             log(f"{build.name}: {note}")
     return builds, summary
 
 
-def _keys(entry: ModelEntry) -> tuple[object, str, dict[str, str]]:
+def _given_eval(build: ModelBuild, entry: ModelEntry, cache: Cache, plan_source: str, where: str) -> None:
+    """A given .tflite with the user's eval split: the split, preprocessed for the model's input and
+    saved in the cache by its content hash, is what the devices run; no fp32 to compare with."""
+    from data import check_labels, load_split, spec_key
+    from models.base import EvalSet
+
+    key = source_key({"tflite": sha256_file(entry.path), "data": spec_key(entry.data)})
+    path = cache.eval_path(key)
+    if not path.exists():
+        shape, units = tflite_io(entry.path)
+        split = load_split(entry.data.eval, entry.data.preprocess, shape, plan_source, f"{where}.data.eval",
+                           task=entry.data.task)
+        check_labels(split, units, entry.data.task, plan_source, f"{where}.data.eval", top_k=entry.data.top_k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        EvalSet(split.x, split.y, split.description).save(path)
+    build.eval_path, build.eval_sha256 = path, sha256_file(path)
+    with np.load(path) as data:
+        build.labels = data["labels"] if "labels" in data else None
+    build.labeled = build.labels is not None
+    build.notes.append("a given .tflite: no fp32 to measure fidelity against; accuracy from the eval data")
+
+
+def tflite_io(path: Path) -> tuple[tuple[int, ...], int]:
+    """(input shape without batch, output units) of a .tflite, read by LiteRT without running it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"][1:])
+    return shape, int(interpreter.get_output_details()[0]["shape"][-1])
+
+
+def load_metric(entry_point: str, plan_source: str, where: str) -> Callable:
+    """The user's metric function from `package.module:function`, importable from the plan's folder."""
+    from data import resolve_metric
+
+    return resolve_metric(entry_point, Path(plan_source).resolve().parent, plan_source, where)
+
+
+def _keys(entry: ModelEntry, plan_source: str = "", where: str = "") -> tuple[object, str, dict[str, str]]:
     """(the model's source, its cache key, the cache key of each variant it needs)."""
-    source = models.resolve(entry.name, entry.kind, entry.zoo, entry.path)
+    source = models.resolve(entry.name, entry.kind, entry.zoo, entry.path, entry.data, plan_source, where,
+                            entry.weights)
     skey = source_key(source.key_material())
     wanted = tuple(dict.fromkeys(("fp32", *entry.variants)))  # fp32 is the fidelity reference
     return source, skey, {v: variant_key(skey, VARIANTS[v]) for v in wanted}
@@ -88,7 +138,7 @@ def require_converter(plan: Plan, cache: Cache) -> None:
     for i, entry in enumerate(plan.models):
         if entry.kind == "tflite":
             continue
-        _, skey, keys = _keys(entry)
+        _, skey, keys = _keys(entry, plan.source, f"models[{i}]")
         if all(cache.read_artifact(k) is not None for k in keys.values()) and cache.eval_path(skey).exists():
             continue
         raise ConfigError(plan.source, f"models[{i}]", f"{entry.name} must be converted and this Python "
@@ -96,14 +146,16 @@ def require_converter(plan: Plan, cache: Cache) -> None:
                           "(pip install -c constraints.txt -e .), or give a .tflite file")
 
 
-def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, summary: BuildSummary) -> ModelBuild:
-    source, skey, keys = _keys(entry)
+def _build_keras(entry: ModelEntry, cache: Cache, plan: Plan, where: str, log: Log,
+                 summary: BuildSummary) -> ModelBuild:
+    source, skey, keys = _keys(entry, plan.source, where)
+    timeout_s = plan.timeouts.convert_timeout_s
     wanted = tuple(keys)
     missing = {v: k for v, k in keys.items() if cache.read_artifact(k) is None}
     eval_path = cache.eval_path(skey)
     crashes: dict[str, str] = {}
     if missing or not eval_path.exists():
-        crashes = _run_worker(entry, skey, missing, cache, timeout_s, log)
+        crashes = _run_worker(entry, skey, missing, cache, timeout_s, log, plan.source, where)
         summary.worker_runs += 1
     else:
         log(f"{entry.name}: all {len(wanted)} variants from cache, nothing to convert or train")
@@ -127,7 +179,9 @@ def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, su
         fp32 = artifacts["fp32"]
         if fp32.status == "ok":
             reference = host_reference(cache, fp32, eval_path, build.eval_sha256)
-            if np.ptp(reference, axis=1).max(initial=0.0) == 0.0:  # every output row constant
+            flat = reference.reshape(len(reference), -1)
+            # the same outputs for every example, or every row uniform (an untrained softmax)
+            if flat.size == 0 or np.ptp(flat, axis=0).max() == 0.0 or flat.shape[1] > 1 and np.ptp(flat, axis=1).max() == 0.0:
                 build.notes.append("fp32 outputs are constant over the evaluation set: fidelity would "
                                    "measure nothing, so none is reported")
             else:
@@ -138,7 +192,7 @@ def _build_keras(entry: ModelEntry, cache: Cache, timeout_s: float, log: Log, su
 
 
 def _run_worker(entry: ModelEntry, skey: str, variants: dict[str, str], cache: Cache, timeout_s: float,
-                log: Log) -> dict[str, str]:
+                log: Log, plan_source: str = "", where: str = "") -> dict[str, str]:
     """Run the build worker until every variant is attempted; returns crash reasons by variant."""
     crashes: dict[str, str] = {}
     pending = dict(variants)
@@ -146,7 +200,9 @@ def _run_worker(entry: ModelEntry, skey: str, variants: dict[str, str], cache: C
     request_path = log_path.with_suffix(".request.json")
     while True:  # once, and again after a crash for the variants not yet attempted
         request = {"entry": {"name": entry.name, "kind": entry.kind, "zoo": entry.zoo,
-                             "path": str(entry.path) if entry.path else None},
+                             "path": str(entry.path) if entry.path else None,
+                             "data": spec_to_json(entry.data) if entry.data is not None else None,
+                             "plan": plan_source, "where": where, "weights": entry.weights},
                    "source_key": skey, "variants": pending, "cache": str(cache.root)}
         request_path.write_text(json.dumps(request, indent=1))
         started, finished, code, timed_out = _worker_once(entry.name, request_path, log_path, timeout_s, log)
@@ -173,6 +229,7 @@ def _run_worker(entry: ModelEntry, skey: str, variants: dict[str, str], cache: C
 def _worker_once(model: str, request_path: Path, log_path: Path, timeout_s: float, log: Log):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     started, finished = [], []
+    refused = None
     with open(log_path, "ab") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "harness.worker", str(request_path)], stdout=subprocess.PIPE,
                                 stderr=stderr, stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
@@ -195,6 +252,8 @@ def _worker_once(model: str, request_path: Path, log_path: Path, timeout_s: floa
                 elif event.get("event") == "start":
                     started.append(event["variant"])
                     log(f"{model}/{event['variant']}: converting")
+                elif event.get("event") == "refused":  # the user's data does not fit the model
+                    refused = ConfigError(event["source"], event["key"], event["message"])
                 elif event.get("event") == "done":
                     finished.append(event["variant"])
                     what = (f"converted in {event['seconds']:.1f} s" if event["status"] == "ok"
@@ -206,6 +265,8 @@ def _worker_once(model: str, request_path: Path, log_path: Path, timeout_s: floa
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    if refused is not None:
+        raise refused
     return started, finished, code, timed_out.is_set()
 
 

@@ -63,8 +63,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         locks.acquire({"plan": plan.name})
         try:
             store = store or Store(args.db)
-            run_id = run_sweep(inventory, plan, targets, store, cache, log, argv=sys.argv[1:],
-                               resume=resume["id"] if resume else None)
+            try:
+                run_id = run_sweep(inventory, plan, targets, store, cache, log, argv=sys.argv[1:],
+                                   resume=resume["id"] if resume else None)
+            except ConfigError:  # refused while building (the user's data does not fit the model)
+                if store.discard_if_unused():
+                    store = None
+                raise
         finally:
             locks.release()
         run, cells = store.run(run_id), store.cells(run_id)

@@ -52,6 +52,8 @@ class ModelEntry:
     variants: tuple[str, ...]
     zoo: str | None = None
     path: Path | None = None
+    data: Any = None  # data.DataSpec: the user's calibration / eval / fine-tune data (`data:`), or None
+    weights: str | None = None  # a Keras application's trained weights (`weights: imagenet`); None: seeded
 
 
 @dataclass(frozen=True)
@@ -255,8 +257,9 @@ def _model_entry(raw: Any, source: str, where: str, base: Path) -> ModelEntry:
     if not isinstance(raw, dict):
         raise ConfigError(source, where, f"expected a mapping with 'model' or 'path', got {show(raw)}")
     for key in raw:
-        if key not in ("model", "path", "name", "variants"):
-            raise ConfigError(source, f"{where}.{key_text(key)}", "unknown key (known: model, path, name, variants)")
+        if key not in ("model", "path", "name", "variants", "data", "weights"):
+            raise ConfigError(source, f"{where}.{key_text(key)}",
+                              "unknown key (known: model, path, name, variants, data, weights)")
     if ("model" in raw) == ("path" in raw):
         raise ConfigError(source, where, "give exactly one of 'model' (a zoo name) or 'path' (a file)")
     if "model" in raw:
@@ -283,7 +286,32 @@ def _model_entry(raw: Any, source: str, where: str, base: Path) -> ModelEntry:
             raise ConfigError(source, f"{where}.variants[{i}]",
                               f"unknown variant {show(v)}{why} (known: {', '.join(allowed)})")
     refuse_repeats(variants, source, f"{where}.variants")
-    return ModelEntry(name=name, kind=kind, variants=tuple(variants), zoo=raw.get("model"), path=path)
+    spec = _data(raw.get("data"), kind, base, source, f"{where}.data") if "data" in raw else None
+    weights = raw.get("weights")
+    if weights is not None and (kind != "zoo" or raw["model"] not in models.KERAS_APPS):
+        raise ConfigError(source, f"{where}.weights", "trained weights are for the Keras applications only "
+                          f"({', '.join(models.KERAS_APPS)}), not {show(raw.get('model') or str(path))}")
+    if weights is not None and weights != "imagenet":
+        raise ConfigError(source, f"{where}.weights", f"expected 'imagenet' (or no weights: for seeded ones), "
+                          f"got {show(weights)}")
+    return ModelEntry(name=name, kind=kind, variants=tuple(variants), zoo=raw.get("model"), path=path, data=spec,
+                      weights=weights)
+
+
+def _data(raw: Any, kind: str, base: Path, source: str, where: str):
+    """`data:`: parsed and its files checked (data/); a given .tflite is measured as it is, so only
+    its evaluation set can be the user's; a metric entry point must import."""
+    from data import check_metric, parse_data
+
+    spec = parse_data(raw, base, source, where)
+    if kind == "tflite":
+        for split in ("calibration", "fine_tune"):
+            if getattr(spec, split) is not None:
+                raise ConfigError(source, f"{where}.{split}", "a .tflite file is measured as it is: "
+                                  "only its eval data can be given (calibration and fine-tuning need a Keras model)")
+    if spec.metric:
+        check_metric(spec, source, where, base)
+    return spec
 
 
 def load_plan(path: Path | str, inventory: Inventory) -> Plan:

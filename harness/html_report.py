@@ -18,7 +18,7 @@ import numpy as np
 
 from harness import plots
 from harness.report import (ModelTable, Target, _delegate_cell, _kb, _ms, _num, delegate_comparison, edgetpu_rows,
-                            note_number, pivot, quality)
+                            note_number, pivot, quality, accuracy_notes)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -70,7 +70,7 @@ def _model_table(table: ModelTable) -> dict[str, Any]:
     single = None if many or not table.targets else table.targets[0].device
     return {"header": header, "rows": rows, "device": single, "notes": [(n, reason, variants) for n, (reason, variants)
                                                        in enumerate(notes.items(), 1)],
-            "host_scored": any(v.get("accuracy_source") == "host" for r in table.rows for v in r.cells.values())}
+            "sources": accuracy_notes(table)}
 
 
 def _edgetpu(table: ModelTable) -> list[dict[str, Any]]:

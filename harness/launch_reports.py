@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.accuracy import score
+from harness.accuracy import score, user_metrics
 from harness.build import ModelBuild
 from harness.metrics import runner_metrics
 from harness.store import CellRecord
@@ -58,10 +58,17 @@ def record_reports(record: CellRecord, reports: list[dict[str, Any]], build: Mod
         record.warnings.append(f"accuracy not measured: {accuracy['error']}")
         return
     try:
-        record.metrics.update(score(accuracy, build.labels, build.reference))
+        record.metrics.update(score(accuracy, build.labels, build.reference, build.top_k))
         record.accuracy_source = source or "device"
     except ValueError as exc:
         record.warnings.append(f"accuracy not scored: {exc}")
+        return
+    if build.metric is not None and build.labels is not None:
+        try:  # the user's code: whatever it raises is a warning on the cell, never its failure
+            record.metrics.update(user_metrics(build.metric, build.labels, accuracy))
+        except Exception as exc:
+            record.warnings.append(f"the metric {getattr(build.metric, '__name__', '?')} raised "
+                                   f"{type(exc).__name__}: {exc}")
 
 
 def launch_metrics(reports: list[dict[str, Any]]) -> dict[str, float]:

@@ -164,7 +164,8 @@ class MachineWorker:
         if self.resumed:
             record.warnings.append(f"measured by `harness sweep --resume` at {record.started_at}")
         for metric, value in (("model_bytes", artifact.bytes), ("model_gzip_bytes", artifact.gzip_bytes),
-                              ("sparsity", artifact.sparsity)):
+                              ("sparsity", artifact.sparsity), ("calibration_examples", artifact.calibration_examples),
+                              ("fine_tune_examples", artifact.fine_tune_examples)):
             if value is not None:
                 record.metrics[metric] = float(value)
         item = Pending(cell, device, build, record, settled=True)

@@ -24,6 +24,13 @@ def _prunable(keras, layer) -> bool:
         layer, keras.layers.DepthwiseConv2D)
 
 
+def _loss(keras, name: str):
+    """A loss by name; a classifier that outputs logits takes the cross-entropy from logits."""
+    if name == "sparse_categorical_crossentropy_from_logits":
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return name
+
+
 RAMP_FRACTION = 0.7  # sparsity reaches its final value here; the rest of the fine-tune recovers
 
 
@@ -65,7 +72,7 @@ def prune(tf, keras, tfmot, model, data: FineTune):
 
     # Wrapping reuses (and mutates) the layer instances, trained weights included: wrap a clone's.
     wrapped = keras.models.clone_model(_clone(keras, model), clone_function=wrap)
-    wrapped.compile(optimizer=keras.optimizers.Adam(data.learning_rate), loss=data.loss)
+    wrapped.compile(optimizer=keras.optimizers.Adam(data.learning_rate), loss=_loss(keras, data.loss))
     wrapped.fit(data.x, data.y, epochs=data.epochs, batch_size=data.batch_size, shuffle=True, verbose=0,
                 callbacks=[sparsity.UpdatePruningStep()])
     stripped = sparsity.strip_pruning(wrapped)
@@ -76,6 +83,6 @@ def quantization_aware(tf, keras, tfmot, model, data: FineTune):
     """The QAT model after fine-tuning (fake-quantized; the converter makes it int8)."""
     keras.utils.set_random_seed(SEED)
     qat = tfmot.quantization.keras.quantize_model(_clone(keras, model))
-    qat.compile(optimizer=keras.optimizers.Adam(data.learning_rate), loss=data.loss)
+    qat.compile(optimizer=keras.optimizers.Adam(data.learning_rate), loss=_loss(keras, data.loss))
     qat.fit(data.x, data.y, epochs=data.epochs, batch_size=data.batch_size, shuffle=True, verbose=0)
     return qat

@@ -44,6 +44,8 @@ class Row:
     model_bytes: float | None = None
     model_gzip_bytes: float | None = None
     sparsity: float | None = None
+    calibration_examples: float | None = None
+    fine_tune_examples: float | None = None
     size_ratio: float | None = None  # fp32 bytes / these bytes
     gzip_ratio: float | None = None
     cells: dict[Target, dict[str, Any]] = field(default_factory=dict)
@@ -55,6 +57,27 @@ class ModelTable:
     labeled: bool
     targets: list[Target]
     rows: list[Row]
+    regression: bool = False  # scored by MAE / RMSE against float targets
+    intervals: bool = False  # accuracies stored with their 95 % intervals
+
+    def quality_header(self) -> str:
+        ci = " [95 % CI]" if self.intervals else ""
+        if self.regression:
+            return "MAE" + ci
+        return "top-1" + ci if self.labeled else "agree / SQNR"
+
+    def examples(self) -> str | None:
+        """How many examples each split had: eval (every cell), calibration and fine-tuning (the
+        variants that used them)."""
+        evals = sorted({int(v["eval_examples"]) for r in self.rows for v in r.cells.values() if v.get("eval_examples")})
+        parts = [f"eval {' / '.join(map(str, evals))}"] if evals else []
+        for name, attr in (("calibration", "calibration_examples"), ("fine-tune", "fine_tune_examples")):
+            counts: dict[int, list[str]] = {}
+            for r in self.rows:
+                if getattr(r, attr):
+                    counts.setdefault(int(getattr(r, attr)), []).append(r.variant)
+            parts += [f"{name} {n} ({', '.join(vs)})" for n, vs in counts.items()]
+        return f"Examples: {'; '.join(parts)}." if parts else None
 
 
 def _ratio(base: float | None, value: float | None) -> float | None:
@@ -67,7 +90,9 @@ def pivot(cells: list[dict[str, Any]]) -> list[ModelTable]:
     for cell in cells:
         m = cell["metrics"]
         table = tables.setdefault(cell["model"], ModelTable(cell["model"], False, [], []))
-        table.labeled |= "top1_accuracy" in m
+        table.labeled |= "top1_accuracy" in m or "mae" in m
+        table.regression |= "mae" in m
+        table.intervals |= "top1_accuracy_low" in m or "mae_low" in m
         target = Target(cell["device_name"], cell["delegate"], cell["threads"])
         if target not in table.targets:
             table.targets.append(target)
@@ -75,7 +100,7 @@ def pivot(cells: list[dict[str, Any]]) -> list[ModelTable]:
         if row is None:
             row = Row(cell["variant"])
             table.rows.append(row)
-        for name in ("model_bytes", "model_gzip_bytes", "sparsity"):
+        for name in ("model_bytes", "model_gzip_bytes", "sparsity", "calibration_examples", "fine_tune_examples"):
             if m.get(name) is not None:
                 setattr(row, name, m[name])
         row.cells[target] = {"status": cell["status"], "reason": cell["reason"],
@@ -115,8 +140,23 @@ def _ms(us: float | None) -> str:
 
 
 HOST_MARK = "†"
-HOST_NOTE = (f"{HOST_MARK} accuracy scored on the host with TFLite's reference kernels (the device has no "
-             "Python runner); its latency is the device's")
+HOST_NOTE = (f"{HOST_MARK} accuracy scored on the host with TFLite's reference kernels (the device could not "
+             "compute it: the cell's warning says why); its latency is the device's")
+DEVICE_NOTE = ("Accuracy measured on the device: from the outputs each device computed with the cell's own "
+               "delegate and threads (phones: benchmark_model's output file)")
+
+
+def quality_words(table: "ModelTable") -> str:
+    ci = " with its 95 % interval" if table.intervals else ""
+    if table.regression:
+        return "MAE" + ci
+    return "top-1 accuracy" + ci if table.labeled else "fidelity to fp32 (top-1 agreement / SQNR)"
+
+
+def accuracy_notes(table: "ModelTable") -> list[str]:
+    """Where a table's accuracy was computed: on the devices, and † for cells scored on the host."""
+    sources = {v.get("accuracy_source") for r in table.rows for v in r.cells.values() if v["status"] == "ok"}
+    return [note for note, source in ((DEVICE_NOTE, "device"), (HOST_NOTE, "host")) if source in sources]
 
 
 def quality(values: dict[str, Any], labeled: bool) -> str:
@@ -127,12 +167,27 @@ def quality(values: dict[str, Any], labeled: bool) -> str:
 
 
 def _quality(values: dict[str, Any], labeled: bool) -> str:
+    if "mae" in values:
+        return f"{values['mae']:.4g}" + _interval(values, "mae", 1.0, ".4g")
     if labeled:
-        return _num(100 * values["top1_accuracy"], ".2f", " %") if "top1_accuracy" in values else "—"
+        if "top1_accuracy" not in values:
+            return "—"
+        return _num(100 * values["top1_accuracy"], ".2f", " %") + _interval(values, "top1_accuracy", 100.0, ".1f")
+    return fidelity(values)
+
+
+def fidelity(values: dict[str, Any]) -> str:
+    """Top-1 agreement with the fp32 outputs and their SQNR (SQNR alone for a single output)."""
+    sqnr = _num(values.get("sqnr_db"), ".1f", " dB") if "sqnr_db" in values else None
     if "top1_agreement" not in values:
-        return "—"
+        return sqnr or "—"
     agreement = _num(100 * values["top1_agreement"], ".0f", " %")
-    return f"{agreement} / {_num(values.get('sqnr_db'), '.1f', ' dB')}" if "sqnr_db" in values else agreement
+    return f"{agreement} / {sqnr}" if sqnr else agreement
+
+
+def _interval(values: dict[str, Any], name: str, scale: float, fmt: str) -> str:
+    low, high = values.get(f"{name}_low"), values.get(f"{name}_high")
+    return "" if low is None or high is None else f" [{format(scale * low, fmt)}, {format(scale * high, fmt)}]"
 
 
 def note_number(notes: dict[str, list[str]], reason: str, variant: str) -> int:
@@ -152,13 +207,15 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
     for table in tables:
         many_devices = len({t.device for t in table.targets}) > 1
         single = None if many_devices else table.targets[0].device if table.targets else None
-        what = "top-1 accuracy" if table.labeled else "fidelity to fp32: top-1 agreement / SQNR"
+        what = quality_words(table)
         out += ["", f"### {table.model}" + (f" on {single}" if single else ""), "",
-                f"Per target: {what}; p50 and p90 latency in ms; speed-up over fp32 on the same target.", ""]
+                f"Per target: {what}; p50 and p90 latency in ms; speed-up over fp32 on the same target."
+                + (f" {table.examples()}" if table.examples() else ""), ""]
         head = ["variant", "size", "× smaller", "gzip", "× smaller", "sparsity"]
         for target in table.targets:
             label = target.label(many_devices)
-            head += [f"{label}: {'top-1' if table.labeled else 'agree / SQNR'}", "p50", "p90", "speed-up"]
+            head += [f"{label}: {table.quality_header()}", *(["agree / SQNR"] if table.labeled else []), "p50", "p90",
+                     "speed-up"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
         notes: dict[str, list[str]] = {}  # reason -> variants it applies to; numbered in order
@@ -167,20 +224,22 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
                     _num(row.gzip_ratio, ".2f", "×"), _num(None if row.sparsity is None else 100 * row.sparsity, ".1f", " %")]
             for target in table.targets:
                 values = row.cells.get(target)
+                extra = 1 if table.labeled else 0
                 if values is None:
-                    line += ["", "", "", ""]
+                    line += [""] * (4 + extra)
                 elif values["status"] != "ok":
                     line += [f"{values['status']} [{note_number(notes, values['reason'], row.variant)}]",
-                             "—", "—", "—"]
+                             *["—"] * (3 + extra)]
                 else:
-                    line += [quality(values, table.labeled), _ms(values.get("latency_p50_us")),
-                             _ms(values.get("latency_p90_us")), _num(values.get("speedup"), ".2f", "×")]
+                    line += [quality(values, table.labeled), *([fidelity(values)] if extra else []),
+                             _ms(values.get("latency_p50_us")), _ms(values.get("latency_p90_us")),
+                             _num(values.get("speedup"), ".2f", "×")]
             out.append("| " + " | ".join(line) + " |")
-        host = any(v.get("accuracy_source") == "host" for r in table.rows for v in r.cells.values())
-        if notes or host:
+        sources = accuracy_notes(table)
+        if notes or sources:
             out.append("")
             out += [f"[{n}] {reason} ({', '.join(variants)})" for n, (reason, variants) in enumerate(notes.items(), 1)]
-            out += [HOST_NOTE] if host else []
+            out += sources
     out += edgetpu_markdown(tables)
     comparisons = delegate_comparison(tables)
     if comparisons:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from harness.report import (HOST_NOTE, ModelTable, _bytes, _delegate_cell, _group, _kb, _ms, _num, _ratio,
+from harness.report import (ModelTable, accuracy_notes, fidelity, quality_words, _bytes, _delegate_cell, _group, _kb, _ms, _num, _ratio,
                             delegate_comparison, edgetpu_rows, note_number, quality)
 
 WIDTH = 120
@@ -62,11 +62,11 @@ def _line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _notes(notes: dict[str, list[str]], host: bool) -> list[str]:
+def _notes(notes: dict[str, list[str]], sources: list[str]) -> list[str]:
     out: list[str] = []
     for n, (reason, variants) in enumerate(notes.items(), 1):
         out += wrap(f"[{n}] {reason} ({', '.join(variants)})", "    ")
-    return out + (wrap(HOST_NOTE, "    ") if host else [])
+    return out + [line for note in sources for line in wrap(note, "    ")]
 
 
 # -- per model ---------------------------------------------------------------------------------
@@ -80,9 +80,11 @@ def model_section(table: ModelTable) -> list[str]:
         [row.variant, _kb(row.model_bytes), _num(row.size_ratio, ".2f", "×"), _kb(row.model_gzip_bytes),
          _num(row.gzip_ratio, ".2f", "×"), _num(None if row.sparsity is None else 100 * row.sparsity, ".1f", " %")]
         for row in table.rows])
-    what = "top-1 accuracy" if table.labeled else "fidelity to fp32 (top-1 agreement / SQNR)"
+    what = quality_words(table)
+    examples = table.examples()
     out += [""] + wrap(f"Per target ({'device, ' if many_devices else ''}delegate, threads) and variant: {what}; "
-                       "p50 and p90 latency in ms; speed-up over fp32 on the same target.") + [""]
+                       "p50 and p90 latency in ms; speed-up over fp32 on the same target."
+                       + (f" {examples}" if examples else "")) + [""]
     notes: dict[str, list[str]] = {}  # reason -> variants it applies to; numbered in order
     rows = []
     for target in table.targets:
@@ -93,18 +95,21 @@ def model_section(table: ModelTable) -> list[str]:
                 continue
             line = [label, row.variant]
             label = ""  # a target is named on the first row of its group
+            extra = 1 if table.labeled else 0  # a labelled model's fidelity to fp32, beside its accuracy
             if values["status"] != "ok":
                 note = note_number(notes, values["reason"], row.variant)
-                line += [f"{values['status']} [{note}]", "—", "—", "—"]
+                line += [f"{values['status']} [{note}]", *["—"] * (3 + extra)]
             else:
-                line += [quality(values, table.labeled), _ms(values.get("latency_p50_us")),
-                         _ms(values.get("latency_p90_us")), _num(values.get("speedup"), ".2f", "×")]
+                line += [quality(values, table.labeled), *([fidelity(values)] if extra else []),
+                         _ms(values.get("latency_p50_us")), _ms(values.get("latency_p90_us")),
+                         _num(values.get("speedup"), ".2f", "×")]
             rows.append(line)
-    out += _table(["target", "variant", "top-1" if table.labeled else "agree / SQNR", "p50", "p90", "speed-up"],
-                  "llrrrr", rows)
-    host = any(v.get("accuracy_source") == "host" for r in table.rows for v in r.cells.values())
-    if notes or host:
-        out += [""] + _notes(notes, host)
+    fid = ["agree / SQNR"] if table.labeled else []
+    out += _table(["target", "variant", table.quality_header(), *fid, "p50", "p90", "speed-up"],
+                  "llr" + "r" * len(fid) + "rrr", rows)
+    sources = accuracy_notes(table)
+    if notes or sources:
+        out += [""] + _notes(notes, sources)
     return out
 
 

@@ -43,6 +43,39 @@ def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval for a proportion (successes of n): unlike p +- z*sqrt(p(1-p)/n) it
+    stays inside [0, 1] and keeps its coverage near 0 % and 100 %, where accuracies live."""
+    if n <= 0:
+        raise ValueError("an interval over no examples")
+    z = _normal_quantile(0.5 + confidence / 2)
+    p, z2 = successes / n, z * z / n
+    center = (p + z2 / 2) / (1 + z2)
+    half = z / (1 + z2) * math.sqrt(p * (1 - p) / n + z2 / (4 * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def bootstrap_interval(statistic, per_example: Sequence[np.ndarray], confidence: float = 0.95,
+                       resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(*arrays)` over examples: each replicate draws the
+    same example rows from every array (seeded, so a second run gives the same interval)."""
+    arrays = [np.asarray(a) for a in per_example]
+    n = len(arrays[0])
+    if n == 0:
+        raise ValueError("an interval over no examples")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(*(a[idx] for a in arrays))
+                       for idx in (rng.integers(0, n, n) for _ in range(resamples))], dtype=np.float64)
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def _normal_quantile(q: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
 # -- comparing two sets of samples (the gate) ---------------------------------------------------
 
 def median(samples: Sequence[float]) -> float:

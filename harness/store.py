@@ -134,6 +134,14 @@ class Store:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
+    def discard_if_unused(self) -> bool:
+        """Close, and remove the store when this open created it and no run was written: a plan
+        refused while its models were built (data that does not fit) leaves nothing behind."""
+        if not self._new or self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None:
+            return False
+        self._abandon()
+        return True
+
     @classmethod
     def open_existing(cls, path: Path | str) -> "Store":
         """A store that must already exist (report, gate): a missing file is an error, not a new store."""

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import models
 from harness.artifacts import Cache, conversion_versions
+from harness.errors import ConfigError
 from harness.variants import VARIANTS
+from models.user_data import spec_from_json
 
 MAX_REASON_CHARS = 600
+EXIT_REFUSED = 3
 
 
 def emit(**event) -> None:
@@ -41,8 +44,10 @@ class Builder:
         self.tf, self.keras = import_tf()
         self.tfmot = import_tfmot()
         entry = request["entry"]
+        data = spec_from_json(entry["data"]) if entry.get("data") else None
         self.source = models.resolve(entry["name"], entry["kind"], entry.get("zoo"),
-                                     Path(entry["path"]) if entry.get("path") else None)
+                                     Path(entry["path"]) if entry.get("path") else None, data,
+                                     entry.get("plan", ""), entry.get("where", ""), entry.get("weights"))
         self.cache = Cache(request["cache"])
         self.source_key = request["source_key"]
         self._representative = self._fine_tune = self._pruned = None
@@ -53,10 +58,21 @@ class Builder:
     def load_source(self):
         workdir = self.cache.source_dir(self.source_key)
         self.model = self.source.keras_model(workdir, self.log)
+
+    def load_data(self, variants) -> None:
+        """The evaluation set, and the calibration and fine-tuning data the variants need, loaded
+        before any conversion: data that does not fit the model is refused before anything is built."""
         eval_path = self.cache.eval_path(self.source_key)
         if not eval_path.exists():
             eval_path.parent.mkdir(parents=True, exist_ok=True)
             self.source.eval_set(self.model).save(eval_path)
+        if getattr(self.source, "spec", None) is None:  # the zoo's own data: loaded when a variant needs it
+            return
+        recipes = [VARIANTS[v] for v in variants]
+        if any(r.representative for r in recipes):
+            self.representative()
+        if any(r.train for r in recipes) and self.model is not None:
+            self.fine_tune_data()
 
     def representative(self):
         if self._representative is None:
@@ -82,8 +98,12 @@ class Builder:
                      f"({info['steps']} steps, masks every {info['schedule']['frequency']})")
         elif recipe.train == "qat":
             model = quantization_aware(self.tf, self.keras, self.tfmot, self.model, self.fine_tune_data())
+        if recipe.train:
+            info["fine_tune_examples"] = len(self.fine_tune_data().x)
         converter = self.source.converter(self.tf, model)
         representative = self.representative() if recipe.representative else None
+        if representative is not None:
+            info["calibration_examples"] = len(representative)
         return convert(self.tf, converter, recipe, representative), info
 
 
@@ -94,9 +114,21 @@ def main(argv: list[str]) -> int:
     try:
         builder.load_source()
         source_failure = None
+    except ConfigError as exc:  # trained weights this machine cannot fetch: the plan is refused (exit 2)
+        emit(event="refused", source=exc.source, key=exc.key, message=exc.message)
+        return EXIT_REFUSED
     except Exception as exc:  # a source that cannot be loaded fails every variant, with its reason
         traceback.print_exc()
         source_failure = f"cannot load the source model: {short_reason(exc)}"
+    if source_failure is None:
+        try:
+            builder.load_data(request["variants"])
+        except ConfigError as exc:  # the user's data does not fit the model: the plan is refused (exit 2)
+            emit(event="refused", source=exc.source, key=exc.key, message=exc.message)
+            return EXIT_REFUSED
+        except Exception as exc:
+            traceback.print_exc()
+            source_failure = f"cannot load the evaluation or training data: {short_reason(exc)}"
     for variant, key in request["variants"].items():
         emit(event="start", variant=variant)
         started = time.monotonic()

@@ -11,10 +11,13 @@ ZOO = {
     "mobilenet_v2": "Keras MobileNetV2, weights=None, 224x224 (fidelity against fp32)",
     "efficientnet_b0": "Keras EfficientNetB0, weights=None, 224x224 (fidelity against fp32)",
 }
+KERAS_APPS = ("mobilenet_v2", "efficientnet_b0")  # take `weights: imagenet` where it can be downloaded
 
 
-def resolve(name: str, kind: str, zoo: str | None = None, path=None) -> Source:
-    """The source for a plan's model entry, named as the plan names it."""
+def resolve(name: str, kind: str, zoo: str | None = None, path=None, data=None, plan: str = "",
+            where: str = "", weights: str | None = None) -> Source:
+    """The source for a plan's model entry, named as the plan names it; with the user's `data`
+    (a data.DataSpec; errors name `plan` and `where`) its calibration, eval and fine-tune splits."""
     if kind == "zoo" and zoo == "digits_cnn":
         from models.digits import DigitsCNN
 
@@ -22,12 +25,16 @@ def resolve(name: str, kind: str, zoo: str | None = None, path=None) -> Source:
     elif kind == "zoo":
         from models.keras_apps import KerasApplication
 
-        source = KerasApplication(zoo)
+        source = KerasApplication(zoo, weights, plan, where)
     else:
         from models.byo import FileSource
 
         source = FileSource(name, path, kind)
     source.name = name
+    if data is not None:
+        from models.user_data import WithData
+
+        source = WithData(source, data, plan, where)
     return source
 
 

@@ -27,8 +27,8 @@ class EvalSet:
 
     def save(self, path: Path) -> None:
         arrays = {"x": self.x.astype(np.float32)}
-        if self.labels is not None:
-            arrays["labels"] = self.labels.astype(np.int64)
+        if self.labels is not None:  # class indices, or float targets (regression)
+            arrays["labels"] = self.labels.astype(np.float32 if self.labels.dtype.kind == "f" else np.int64)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **arrays)
         tmp.replace(path)

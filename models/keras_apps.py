@@ -1,6 +1,8 @@
-"""Real architectures from Keras applications, built with weights=None (no download is possible).
+"""Real architectures from Keras applications: seeded (weights=None, the default, made offline) or
+trained on ImageNet (`weights: imagenet` in the plan: Keras downloads the weights file once into
+~/.keras/models; a machine that cannot fetch it gets the plan refused, naming the file to copy).
 
-Their weights are seeded, not trained, so there are no labels to score: the accuracy column is
+Seeded weights are not trained, so there are no labels to score: the accuracy column is
 fidelity against the fp32 variant (top-1 agreement and SQNR in dB) over a fixed set of inputs:
 crops of the two sample images scikit-learn ships, plus seeded synthetic images. Pruning and QAT
 fine-tune by distillation (the fp32 model's outputs are the targets).
@@ -62,20 +64,43 @@ class KerasApplication(ZooSource):
     labeled = False
     seed = SETTINGS["seed"]
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, weights: str | None = None, plan: str = "", where: str = ""):
         self.name = self.app = name
         self.builder, self.scaling = APPS[name]
+        self.weights, self.plan, self.where = weights, plan, where
 
     def settings(self) -> dict:
-        return {"app": self.app, **SETTINGS}
+        # seeded models keep the keys they always had; trained weights are another model
+        return {"app": self.app, **SETTINGS, **({"weights": self.weights} if self.weights else {})}
 
     def make(self, keras, workdir: Path, log: Callable[[str], None]):
         size = SETTINGS["size"]
+        if self.weights == "imagenet":
+            return self._trained(keras, size, log)
         log(f"{self.name}: building keras.applications.{self.builder}(weights=None), seeded")
         model = getattr(keras.applications, self.builder)(
             weights=None, input_shape=(size, size, 3), classes=1000, classifier_activation=None)
         self._calibrate_batchnorm(keras, model)
         return model
+
+    def _trained(self, keras, size: int, log: Callable[[str], None]):
+        """The ImageNet-trained model, logits out; its weights file comes from Keras' download (or
+        its cache, ~/.keras/models, or $KERAS_HOME/models)."""
+        from harness.errors import ConfigError
+
+        log(f"{self.name}: keras.applications.{self.builder}(weights='imagenet'): the weights file from "
+            "Keras' cache, or downloaded into it")
+        try:
+            return getattr(keras.applications, self.builder)(
+                weights="imagenet", input_shape=(size, size, 3), classes=1000, classifier_activation=None)
+        except Exception as exc:  # urllib's URLError, Keras' "URL fetch failure", a proxy refusing...
+            why = " ".join(str(exc).split())[:300]
+            raise ConfigError(self.plan, f"{self.where}.weights" if self.where else "weights",
+                              f"keras.applications.{self.builder}(weights='imagenet') needs its weights file, which "
+                              "Keras downloads from storage.googleapis.com into ~/.keras/models (or $KERAS_HOME/models) "
+                              f"the first time, and this machine could not get it ({type(exc).__name__}: {why}). Run "
+                              "once where the network is reachable, or copy the file into that folder, or leave out "
+                              "`weights:` for seeded weights") from None
 
     def _calibrate_batchnorm(self, keras, model) -> None:
         """Set every BatchNorm's moving statistics to those of one batch of sample-image crops."""

@@ -30,6 +30,32 @@ def _tflite(tmp: Path) -> None:
     (tmp / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
 
 
+def _arrays(path: Path, shape: tuple[int, ...], labels: list[int] | None = None) -> None:
+    import numpy as np
+
+    arrays = {"x": np.zeros(shape, np.float32), **({"y": np.array(labels)} if labels is not None else {})}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+REAL_TFLITE: list[bytes] = []
+TINY_CLASSIFIER = """
+import sys
+from harness.tfenv import import_tf
+tf, keras = import_tf()
+model = keras.Sequential([keras.layers.InputLayer(input_shape=(8,)), keras.layers.Dense(3, activation="softmax")])
+sys.stdout.buffer.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+"""
+
+
+def _real_tflite(tmp: Path) -> None:
+    """A real .tflite (8 inputs, 3 classes) as model.tflite, converted once per session."""
+    if not REAL_TFLITE:
+        REAL_TFLITE.append(subprocess.run([sys.executable, "-c", TINY_CLASSIFIER], capture_output=True, check=True,
+                                          cwd=ROOT).stdout)
+    (tmp / "model.tflite").write_bytes(REAL_TFLITE[0])
+
+
 def _store(tmp: Path, name: str = "results.sqlite") -> None:
     from harness.store import Store
 
@@ -116,8 +142,21 @@ CASES = {
                                ["sweep", "--plan", "p.yaml"]),
     "plan-unknown-device": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\ntargets:\n  - device: pixel9\n"),
                             ["sweep", "--plan", "p.yaml"]),
-    "plan-data-key": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: images/}\n"),
-                      ["sweep", "--plan", "p.yaml"]),
+    "plan-data-missing": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: images/}\n"),
+                          ["sweep", "--plan", "p.yaml"]),
+    "plan-data-unknown-key": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {evaluation: e.npz}\n"),
+                              ["sweep", "--plan", "p.yaml"]),
+    "plan-data-tflite-calibration": (lambda t: (_arrays(t / "c.npz", (4, 8)), write(
+        t / "p.yaml", "models:\n  - path: model.tflite\n    data: {calibration: c.npz}\n")), ["sweep", "--plan", "p.yaml"]),
+    "plan-data-metric": (lambda t: (_arrays(t / "e.npz", (4, 8), [0, 1, 2, 1]), write(
+        t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: e.npz, metric: team_metrics:f1}\n")),
+        ["sweep", "--plan", "p.yaml"]),
+    "plan-data-shape": (lambda t: (_real_tflite(t), _arrays(t / "e.npz", (4, 28, 28), [0, 1, 2, 1]), write(
+        t / "p.yaml", "models:\n  - path: model.tflite\n    data: {eval: e.npz}\n")), ["sweep", "--plan", "p.yaml"]),
+    "plan-data-label-range": (lambda t: (_real_tflite(t), _arrays(t / "e.npz", (4, 8), [0, 1, 7, 1]), write(
+        t / "p.yaml", "models:\n  - path: model.tflite\n    data: {eval: e.npz}\n")), ["sweep", "--plan", "p.yaml"]),
+    "plan-weights": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    weights: imagenet\n"),
+                     ["sweep", "--plan", "p.yaml"]),
     "inventory-missing": (None, ["sweep", "--inventory", "lab.yaml"]),
     "inventory-unknown-transport": (lambda t: write(t / "lab.yaml", "devices:\n  - name: pi\n    transport: telnet\n"),
                                     ["sweep", "--inventory", "lab.yaml"]),

@@ -58,17 +58,17 @@ def test_default_markdown_has_a_row_per_target_and_variant():
     assert "| int8 | 9.8 KB | 4.00× | 7.8 KB | 4.00× | — |" in lines
     assert "| pruned | 39.1 KB | 1.00× | 12.5 KB | 2.50× | 80.0 % |" in lines
     assert "| int16x8 | — | — | — | — | — |" in lines  # never converted: no size
-    long = lines[lines.index("| target | variant | top-1 | p50 | p90 | speed-up |") + 2:]
+    long = lines[lines.index("| target | variant | top-1 | agree / SQNR | p50 | p90 | speed-up |") + 2:]
     long = [[c.strip() for c in line.strip("|").split("|")] for line in long[:long.index("")]]
-    assert long == [
-        ["cpu 1t", "fp32", "98.00 %", "0.100", "0.120", "1.00×"],
-        ["", "int8", "97.50 %", "0.040", "0.044", "2.50×"],
-        ["", "pruned", "97.00 %", "0.100", "0.101", "1.00×"],
-        ["", "int16x8", "failed [1]", "—", "—", "—"],
-        ["xnnpack 2t", "fp32", "98.00 %", "0.050", "0.055", "1.00×"],
-        ["", "int8", "97.50 %", "0.100", "0.110", "0.50×"],  # slower than fp32 on XNNPACK: shown, not hidden
-        ["", "pruned", "failed [2]", "—", "—", "—"],
-        ["", "int16x8", "failed [1]", "—", "—", "—"]]
+    assert long == [  # a labelled model's fidelity beside its accuracy: none stored for these cells
+        ["cpu 1t", "fp32", "98.00 %", "—", "0.100", "0.120", "1.00×"],
+        ["", "int8", "97.50 %", "—", "0.040", "0.044", "2.50×"],
+        ["", "pruned", "97.00 %", "—", "0.100", "0.101", "1.00×"],
+        ["", "int16x8", "failed [1]", "—", "—", "—", "—"],
+        ["xnnpack 2t", "fp32", "98.00 %", "—", "0.050", "0.055", "1.00×"],
+        ["", "int8", "97.50 %", "—", "0.100", "0.110", "0.50×"],  # slower than fp32 on XNNPACK: shown, not hidden
+        ["", "pruned", "failed [2]", "—", "—", "—", "—"],
+        ["", "int16x8", "failed [1]", "—", "—", "—", "—"]]
     assert "[1] conversion failed: ConverterError: op not supported (int16x8)" in lines
     assert "[2] allocate failed: out of memory (pruned)" in lines
 
@@ -78,7 +78,7 @@ def test_the_default_view_is_what_render_gives_and_wide_is_the_pivot():
     narrow = render("markdown", CELLS, run, [])
     assert narrow.startswith("## Run r1 — plan quick (ok)") and "| target | variant | top-1 |" in narrow
     wide = render("markdown", CELLS, run, [], wide=True)
-    assert "| target |" not in wide and "| cpu 1t: top-1 | p50 | p90 | speed-up |" in wide
+    assert "| target |" not in wide and "| cpu 1t: top-1 | agree / SQNR | p50 | p90 | speed-up |" in wide
     assert render("csv", CELLS, run, []) == csv_text(pivot(CELLS))
 
 
@@ -87,8 +87,8 @@ def test_wide_markdown_shows_values_and_failure_reasons():
     lines = text.splitlines()
     int8 = next(line for line in lines if line.startswith("| int8 |"))
     assert [c.strip() for c in int8.strip("|").split("|")] == [
-        "int8", "9.8 KB", "4.00×", "7.8 KB", "4.00×", "—", "97.50 %", "0.040", "0.044", "2.50×",
-        "97.50 %", "0.100", "0.110", "0.50×"]
+        "int8", "9.8 KB", "4.00×", "7.8 KB", "4.00×", "—", "97.50 %", "—", "0.040", "0.044", "2.50×",
+        "97.50 %", "—", "0.100", "0.110", "0.50×"]
     assert "| pruned | 39.1 KB | 1.00× | 12.5 KB | 2.50× | 80.0 % |" in text
     assert "failed [1]" in next(line for line in lines if line.startswith("| pruned |"))
     assert "[1] allocate failed: out of memory (pruned)" in lines

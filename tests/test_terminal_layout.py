@@ -110,7 +110,7 @@ def test_every_line_of_the_default_report_fits_in_120_columns():
 def test_wide_is_the_old_pivot():
     cells = many_target_cells()
     assert render("markdown", cells, RUN, DEVICES, wide=True) == markdown(pivot(cells), header_lines(RUN, DEVICES))
-    assert "| variant | size | × smaller | gzip | × smaller | sparsity | local cpu 1t: top-1 | p50 |" in render(
+    assert "| variant | size | × smaller | gzip | × smaller | sparsity | local cpu 1t: top-1 | agree / SQNR | p50 |" in render(
         "markdown", cells, RUN, DEVICES, wide=True)
 
 
@@ -137,17 +137,20 @@ def test_nothing_is_lost_every_cell_is_in_the_default_view():
     rows = _long_tables(text)
     flat = re.sub(r"\s+", "", text)
     fp32 = {(c["model"], c["device_name"], c["delegate"], c["threads"]): c for c in cells if c["variant"] == "fp32"}
+    labelled_models = {c["model"] for c in cells if "top1_accuracy" in c["metrics"]}
     for c in cells:
         row = rows[(c["model"], f"{c['device_name']} {c['delegate']} {c['threads']}t", c["variant"])]
+        labelled = "top1_accuracy" in c["metrics"] or c["model"] in labelled_models
+        p50 = 4 if labelled else 3  # a labelled model has its fidelity beside its accuracy
         if c["status"] == "ok":
-            assert row[3] == _ms(c["metrics"]["latency_p50_us"]), (c, row)
-            assert row[4] == _ms(c["metrics"]["latency_p90_us"])
+            assert row[p50] == _ms(c["metrics"]["latency_p50_us"]), (c, row)
+            assert row[p50 + 1] == _ms(c["metrics"]["latency_p90_us"])
             base = fp32[(c["model"], c["device_name"], c["delegate"], c["threads"])]
-            assert row[5] == (f"{base['metrics']['latency_p50_us'] / c['metrics']['latency_p50_us']:.2f}×"
-                              if base["status"] == "ok" else "—")
+            assert row[p50 + 2] == (f"{base['metrics']['latency_p50_us'] / c['metrics']['latency_p50_us']:.2f}×"
+                                    if base["status"] == "ok" else "—")
             assert row[2].endswith("†") == (c["device_name"] == "pixel")
         else:
-            assert re.fullmatch(rf"{c['status']} \[\d+\]", row[2]) and row[3:] == ["—", "—", "—"]
+            assert re.fullmatch(rf"{c['status']} \[\d+\]", row[2]) and row[3:] == ["—"] * (p50 - 3 + 3)
             assert re.sub(r"\s+", "", c["reason"]) in flat  # its note, however it was wrapped
     assert "† accuracy scored on the host" in text
     # sizes with their ratio to fp32, once per model and variant

@@ -1,0 +1,135 @@
+"""A model with the user's own data (`data:` in the plan): the model comes from its source (zoo or
+file) unchanged; calibration, evaluation and fine-tuning come from the splits the plan names,
+each falling back to the source's own when the plan leaves it out.
+
+- Calibration (full-integer, int16x8, Edge TPU): the `calibration` split's inputs.
+- Evaluation: the `eval` split, labels and all: accuracy against them (or MAE / RMSE for float
+  targets), besides the fidelity to fp32 every model gets.
+- Pruning and QAT fine-tune on `fine_tune` with its labels (a classifier's loss is chosen by
+  whether the model outputs probabilities or logits); only a split without labels is distilled
+  from the fp32 model's outputs.
+
+Composition, not inheritance: any `Source` can be given data. The cache key holds the source's
+key and the content hash of every split with the preprocessing, so new data means new artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.base import EvalSet, FineTune, Source, distillation
+
+FINE_TUNE = {"epochs": 2, "batch_size": 32, "learning_rate": 1e-4}  # a trained model: a gentle fine-tune
+
+
+class WithData(Source):
+    def __init__(self, inner: Source, spec, plan_source: str, where: str):
+        self.inner, self.spec, self.plan_source, self.where = inner, spec, plan_source, where
+        self.name = inner.name
+        self.labeled = spec.eval is not None or inner.labeled
+        self.counts: dict[str, int] = {}
+
+    def key_material(self):
+        from data import spec_key
+
+        return {"model": self.inner.key_material(), "data": spec_key(self.spec), "fine_tune": FINE_TUNE}
+
+    def keras_model(self, workdir: Path, log: Callable[[str], None]):
+        return self.inner.keras_model(workdir, log)
+
+    def converter(self, tf, model):
+        return self.inner.converter(tf, model)
+
+    def input_shape(self, model) -> tuple[int, ...]:
+        return self.inner.input_shape(model)
+
+    def split(self, model, name: str):
+        """The named split loaded and preprocessed for this model's input (ConfigError if it cannot be)."""
+        from data import check_labels, load_split
+
+        src = getattr(self.spec, name)
+        where = f"{self.where}.data.{name}"
+        loaded = load_split(src, self.spec.preprocess, self.input_shape(model), self.plan_source, where,
+                            task=self.spec.task)
+        if model is not None:
+            check_labels(loaded, int(model.outputs[0].shape[-1]), self.spec.task, self.plan_source, where,
+                         top_k=self.spec.top_k if name == "eval" else None)
+        self.counts[name] = len(loaded.x)
+        return loaded
+
+    def representative(self, model) -> np.ndarray:
+        if self.spec.calibration is None:
+            return self.inner.representative(model)
+        return self.split(model, "calibration").x
+
+    def eval_set(self, model) -> EvalSet:
+        if self.spec.eval is None:
+            return self.inner.eval_set(model)
+        split = self.split(model, "eval")
+        return EvalSet(split.x, split.y, split.description)
+
+    def fine_tune(self, model) -> FineTune:
+        if self.spec.fine_tune is None:
+            return self.inner.fine_tune(model)
+        if model is None:
+            raise ValueError(f"{self.inner.name} is not a Keras model: pruning and QAT need one")
+        split = self.split(model, "fine_tune")
+        epochs, batch = FINE_TUNE["epochs"], FINE_TUNE["batch_size"]
+        if split.y is None:
+            return distillation(model, split.x, epochs, batch)
+        if split.y.dtype.kind == "f":
+            loss = "mse"
+        else:
+            loss = "sparse_categorical_crossentropy" if outputs_probabilities(model, split.x[:batch]) \
+                else "sparse_categorical_crossentropy_from_logits"
+        return FineTune(split.x, split.y, loss, epochs, batch, FINE_TUNE["learning_rate"])
+
+
+def outputs_probabilities(model, x: np.ndarray) -> bool:
+    """Whether the classifier ends in a softmax (rows of non-negative values summing to 1), so
+    its loss takes probabilities; otherwise it outputs logits."""
+    y = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    return bool(np.all(y >= 0) and np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def spec_to_json(spec) -> dict:
+    """The DataSpec as JSON for the build worker's request (paths as strings)."""
+    import dataclasses
+
+    return json_safe(dataclasses.asdict(spec))
+
+
+def json_safe(value):
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def spec_from_json(raw: dict):
+    """The DataSpec back from spec_to_json's output."""
+    import dataclasses
+    import typing
+
+    from data import DataSource, DataSpec, Preprocess
+
+    def rebuild(cls, fields: dict):
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in dataclasses.fields(cls):
+            v = fields.get(f.name)
+            hint = str(hints[f.name])
+            if v is not None and "Path" in hint:
+                v = Path(v)
+            elif isinstance(v, list):
+                v = tuple(v)
+            out[f.name] = v
+        return cls(**out)
+
+    splits = {name: rebuild(DataSource, raw[name]) if raw.get(name) else None
+              for name in ("calibration", "eval", "fine_tune")}
+    rest = {k: v for k, v in raw.items() if k not in splits and k != "preprocess"}
+    return DataSpec(**splits, preprocess=rebuild(Preprocess, raw.get("preprocess") or {}), **rest)
