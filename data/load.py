@@ -53,6 +53,7 @@ def _load_images(src: DataSource, pre: Preprocess, input_shape: tuple, source: s
     plan = image_plan(pre, input_shape, source, where, pre_where)
     found = listing.listing_of(src, source, where)
     count = len(found.files) if src.limit is None else min(src.limit, len(found.files))
+    refuse_too_large(count, plan.shape, src, source, where)
     x = np.empty((count, *plan.shape), np.float32)
     step = max(1, count // 200)
     for i, name in enumerate(found.files[:count]):
@@ -71,6 +72,21 @@ def _load_images(src: DataSource, pre: Preprocess, input_shape: tuple, source: s
     return Split(x, y, text, found.class_names, found.outputs_named)
 
 
+MAX_SPLIT_BYTES = 4 * 2**30  # a split is held in memory as float32 (and pushed to devices): past this, ask for a limit
+
+
+def refuse_too_large(count: int, shape: tuple, src: DataSource, source: str, where: str) -> None:
+    """A split larger than MAX_SPLIT_BYTES as float32 (ImageNet's 50,000 validation images at
+    224x224x3 are 30 GB) is refused before it is decoded, with the `limit` that fits."""
+    per_example = 4 * int(np.prod(shape))
+    if count * per_example > MAX_SPLIT_BYTES:
+        fits = MAX_SPLIT_BYTES // per_example
+        raise ConfigError(source, where, f"{count:,} examples of shape {tuple(shape)} are "
+                          f"{count * per_example / 2**30:.1f} GiB as float32, more than the "
+                          f"{MAX_SPLIT_BYTES / 2**30:.0f} GiB a split may hold: give `limit: {fits:,}` or less "
+                          f"(the first examples of {show_path(src.path)} in its fixed order)")
+
+
 def _load_arrays(src: DataSource, pre: Preprocess, input_shape: tuple, source: str, where: str,
                  pre_where: str, task: str | None) -> Split:
     if src.kind == "npz":
@@ -85,6 +101,7 @@ def _load_arrays(src: DataSource, pre: Preprocess, input_shape: tuple, source: s
     if y is not None and (y.ndim == 0 or len(y) != total):
         raise ConfigError(source, where, f"x has {total} examples and y has shape {y.shape}: one label per example")
     count = total if src.limit is None else min(src.limit, total)
+    refuse_too_large(count, x.shape[1:], src, source, where)
     x = np.asarray(x[:count], np.float32)
     if not np.isfinite(x).all():
         raise ConfigError(source, where, f"x in {show_path(src.path)} holds NaN or infinite values")

@@ -30,6 +30,7 @@ class WithData(Source):
         self.name = inner.name
         self.labeled = spec.eval is not None or inner.labeled
         self.counts: dict[str, int] = {}
+        self.log: Callable[[str], None] = lambda message: None
 
     def key_material(self):
         from data import spec_key
@@ -37,6 +38,7 @@ class WithData(Source):
         return {"model": self.inner.key_material(), "data": spec_key(self.spec), "fine_tune": FINE_TUNE}
 
     def keras_model(self, workdir: Path, log: Callable[[str], None]):
+        self.log = log  # loading a large split says how far it is
         return self.inner.keras_model(workdir, log)
 
     def converter(self, tf, model):
@@ -51,8 +53,16 @@ class WithData(Source):
 
         src = getattr(self.spec, name)
         where = f"{self.where}.data.{name}"
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            if total >= 1000 and (done * 10 // total > shown[0] or done == total):
+                shown[0] = done * 10 // total
+                self.log(f"{self.name}: {name} data: {done:,} of {total:,} images decoded")
+
         loaded = load_split(src, self.spec.preprocess, self.input_shape(model), self.plan_source, where,
-                            task=self.spec.task)
+                            progress=progress, task=self.spec.task)
+        self.log(f"{self.name}: {name} data: {loaded.description}")
         if model is not None:
             check_labels(loaded, int(model.outputs[0].shape[-1]), self.spec.task, self.plan_source, where,
                          top_k=self.spec.top_k if name == "eval" else None)

@@ -474,3 +474,15 @@ def test_random_data_blocks_give_a_spec_or_one_config_error(random_base, raw):
                 check_labels(split, 3, spec.task, PLAN, f"{WHERE}.{name}", top_k=spec.top_k)
             except ConfigError as error:
                 assert str(error).startswith(f"{PLAN}: {WHERE}")
+
+
+def test_a_split_too_large_for_memory_is_refused_with_the_limit_that_fits(tmp_path, monkeypatch):
+    import data.load
+
+    monkeypatch.setattr(data.load, "MAX_SPLIT_BYTES", 28 * 28 * 4 * 10)  # ten digits' worth
+    np.savez(tmp_path / "big.npz", x=np.zeros((12, 28, 28), np.float32))
+    with pytest.raises(ConfigError) as caught:
+        load_split(DataSource("npz", tmp_path / "big.npz"), Preprocess(), (28, 28), PLAN, f"{WHERE}.eval")
+    assert caught.value.key == f"{WHERE}.eval" and "give `limit: 10` or less" in str(caught.value)
+    fits = load_split(DataSource("npz", tmp_path / "big.npz", limit=10), Preprocess(), (28, 28), PLAN, f"{WHERE}.eval")
+    assert fits.x.shape == (10, 28, 28)
