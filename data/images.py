@@ -55,14 +55,7 @@ def image_plan(pre: Preprocess, input_shape: tuple, source: str, where: str, pre
         raise ConfigError(source, f"{pre_where}.channels",
                           f"{wanted} images have {1 if wanted == 'gray' else 3} channel(s), the model's input {shape} "
                           f"has {channels}")
-    if pre.keras and needs_three_channels(pre.keras) and channels != 3:
-        raise ConfigError(source, f"{pre_where}.keras", f"{pre.keras}'s mode works on RGB images, and the "
-                          f"model's input {shape} has {channels} channel(s)")
-    for key in ("mean", "std"):
-        values = getattr(pre, key)
-        if values is not None and len(values) not in (1, channels):
-            raise ConfigError(source, f"{pre_where}.{key}",
-                              f"has {len(values)} values for {channels} channel(s): give 1 or {channels}")
+    check_channel_steps(pre, channels, f"the model's input {shape} has {channels} channel(s)", source, pre_where)
     if pre.resize is not None:
         if any(fixed is not None and fixed != size for fixed, size in zip((height, width), pre.resize)):
             raise ConfigError(source, f"{pre_where}.resize", f"{list(pre.resize)} does not fit the model's input "
@@ -112,3 +105,15 @@ def normalize(x: np.ndarray, pre: Preprocess) -> np.ndarray:
     if pre.keras is not None:
         return apply_keras(x, pre.keras)
     return apply_affine(x, pre.scale, pre.mean, pre.std)
+
+
+def check_channel_steps(pre: Preprocess, channels: int, what: str, source: str, pre_where: str) -> None:
+    """A Keras mode needs RGB, and mean / std give one value or one per channel; `what` says
+    where the channel count comes from (the model's input, or an array's last axis)."""
+    if pre.keras and needs_three_channels(pre.keras) and channels != 3:
+        raise ConfigError(source, f"{pre_where}.keras", f"{pre.keras}'s mode works on RGB (3 channels), and {what}")
+    for key in ("mean", "std"):
+        values = getattr(pre, key)
+        if values is not None and len(values) not in (1, channels):
+            raise ConfigError(source, f"{pre_where}.{key}",
+                              f"has {len(values)} values and {what}: give 1 or {channels}")

@@ -12,8 +12,7 @@ from typing import Callable
 import numpy as np
 
 from data import listing
-from data.images import image_plan, load_image, normalize
-from data.keras_modes import needs_three_channels
+from data.images import check_channel_steps, image_plan, load_image, normalize
 from data.spec import DataSource, Preprocess, refuse_image_steps
 from harness.config_checks import clip, show_path
 from harness.errors import ConfigError
@@ -107,14 +106,7 @@ def _load_arrays(src: DataSource, pre: Preprocess, input_shape: tuple, source: s
         raise ConfigError(source, where, f"x in {show_path(src.path)} holds NaN or infinite values")
     x = _fit_shape(x, input_shape, source, where)
     channels = x.shape[-1] if x.ndim > 1 else 1
-    if pre.keras and needs_three_channels(pre.keras) and channels != 3:
-        raise ConfigError(source, f"{pre_where}.keras",
-                          f"{pre.keras}'s mode works on RGB pixels (last axis 3), and x's last axis is {channels}")
-    for key in ("mean", "std"):
-        values = getattr(pre, key)
-        if values is not None and len(values) not in (1, channels):
-            raise ConfigError(source, f"{pre_where}.{key}",
-                              f"has {len(values)} values for x's last axis of {channels}: give 1 or {channels}")
+    check_channel_steps(pre, channels, f"x's last axis is {channels}", source, pre_where)
     x = np.ascontiguousarray(normalize(x, pre), np.float32)
     y = None if y is None else _labels(np.asarray(y[:count]), task, source, where)
     first = f"first {count} of " if count < total else ""

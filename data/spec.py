@@ -17,7 +17,7 @@ from typing import Any
 
 from data import listing
 from data.keras_modes import KERAS_MODES
-from harness.config_checks import clip, key_text, show, show_path
+from harness.config_checks import clip, key_text, plan_path, show, show_path
 from harness.errors import ConfigError
 
 KINDS = ("images", "imagenet", "npz", "npy")
@@ -301,12 +301,7 @@ def _text(value: Any, source: str, key: str) -> str:
 
 
 def _path(text: str, base: Path, source: str, key: str) -> Path:
-    if "\x00" in text:
-        raise ConfigError(source, key, f"not a usable path: {show(text)} (a NUL character)")
-    try:
-        path = base / Path(text).expanduser()
-    except RuntimeError as exc:  # ~user of a user this host does not have
-        raise ConfigError(source, key, f"cannot expand {show(text)}: {exc}") from None
+    path = plan_path(text, base, source, key)
     _stat(path, source, key)
     return path
 

@@ -89,15 +89,20 @@ def refuse_repeats(values: Sequence[Hashable], source: str, key: str) -> None:
         raise ConfigError(source, f"{key}[{i}]", f"{show(values[i])} is listed twice (first at {key}[{first}])")
 
 
-def model_file(text: str, base: Path, source: str, key: str) -> tuple[str, Path]:
-    """(kind, path) of a plan's `path:` (relative to the plan, ~ expanded): a .tflite with the TFL3
-    identifier, a .keras zip archive, or a SavedModel directory with saved_model.pb."""
+def plan_path(text: str, base: Path, source: str, key: str) -> Path:
+    """A path as a plan gives it: relative to the plan's folder, ~ expanded, no NUL."""
     if "\x00" in text:
         raise ConfigError(source, key, f"not a usable path: {show(text)} (a NUL character)")
     try:
-        path = base / Path(text).expanduser()
+        return base / Path(text).expanduser()
     except RuntimeError as exc:  # ~user of a user this host does not have
         raise ConfigError(source, key, f"cannot expand {show(text)}: {exc}") from None
+
+
+def model_file(text: str, base: Path, source: str, key: str) -> tuple[str, Path]:
+    """(kind, path) of a plan's `path:` (relative to the plan, ~ expanded): a .tflite with the TFL3
+    identifier, a .keras zip archive, or a SavedModel directory with saved_model.pb."""
+    path = plan_path(text, base, source, key)
     shown = show_path(path)
     info = _stat(path, shown, source, key)
     if stat.S_ISDIR(info.st_mode):

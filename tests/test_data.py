@@ -313,7 +313,8 @@ def test_model_dependent_mistakes_name_the_key(tmp_path):
              (Preprocess(), (13,), f"{WHERE}.eval", "images cannot feed this model"),
              (Preprocess(channels="gray"), (28, 28, 3), f"{WHERE}.preprocess.channels", "has 3"),
              (Preprocess(keras="densenet"), (28, 28, 1), f"{WHERE}.preprocess.keras", "RGB"),
-             (Preprocess(mean=(1, 2)), (28, 28, 3), f"{WHERE}.preprocess.mean", "2 values for 3"),
+             (Preprocess(mean=(1, 2)), (28, 28, 3), f"{WHERE}.preprocess.mean",
+              "has 2 values and the model's input (28, 28, 3) has 3 channel(s): give 1 or 3"),
              (Preprocess(resize=(20, 20)), (28, 28, 1), f"{WHERE}.preprocess.resize", "does not fit"),
              (Preprocess(), (None, None, 3), f"{WHERE}.preprocess.resize", "no fixed size")]
     for pre, shape, key, message in cases:

@@ -27,7 +27,6 @@ the runs on the phone happen after the launch's timed run, never beside one.
 
 from __future__ import annotations
 
-import base64
 import tempfile
 import time
 import uuid
@@ -148,12 +147,9 @@ def accuracy_block(y, max_values: int = MAX_VALUES) -> dict[str, Any]:
     """The runner's accuracy block (devices/runner.py `run_examples`) of outputs y (N, values)."""
     import numpy as np
 
-    if y.size <= max_values:
-        return {"count": len(y), "shape": list(y.shape), "encoding": "float32-le-base64",
-                "data": base64.b64encode(y.astype("<f4").tobytes()).decode("ascii")}
-    top5 = np.argsort(-y, axis=1)[:, :5].astype("<i4")
-    return {"count": len(y), "shape": list(top5.shape), "encoding": "top5-int32-le-base64",
-            "data": base64.b64encode(top5.tobytes()).decode("ascii")}
+    from devices.runner import outputs_block
+
+    return outputs_block(np, y, max_values)
 
 
 class Unavailable(Exception):
