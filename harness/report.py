@@ -153,6 +153,18 @@ def quality_words(table: "ModelTable") -> str:
     return "top-1 accuracy" + ci if table.labeled else "fidelity to fp32 (top-1 agreement / SQNR)"
 
 
+def user_metric_table(table: "ModelTable", many_devices: bool) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the user's own metrics (`data.metric`, stored as user_<name>), a row per
+    measured target and variant; no header when the model has none."""
+    names = sorted({k for r in table.rows for v in r.cells.values() for k in v if k.startswith("user_")})
+    if not names:
+        return [], []
+    rows = [[target.label(many_devices), row.variant, *(_num(row.cells[target].get(n), ".4g") for n in names)]
+            for target in table.targets for row in table.rows
+            if row.cells.get(target, {}).get("status") == "ok"]
+    return ["target", "variant", *(n[len("user_"):] for n in names)], rows
+
+
 def accuracy_notes(table: "ModelTable") -> list[str]:
     """Where a table's accuracy was computed: on the devices, and † for cells scored on the host."""
     sources = {v.get("accuracy_source") for r in table.rows for v in r.cells.values() if v["status"] == "ok"}
@@ -240,6 +252,11 @@ def markdown(tables: list[ModelTable], header: list[str] | None = None) -> str:
             out.append("")
             out += [f"[{n}] {reason} ({', '.join(variants)})" for n, (reason, variants) in enumerate(notes.items(), 1)]
             out += sources
+        head, rows = user_metric_table(table, many_devices)
+        if head:
+            out += ["", "Your metric (`data.metric`):", "", "| " + " | ".join(head) + " |",
+                    "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|"]
+            out += ["| " + " | ".join(r) + " |" for r in rows]
     out += edgetpu_markdown(tables)
     comparisons = delegate_comparison(tables)
     if comparisons:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 
-from harness.report import (ModelTable, accuracy_notes, fidelity, quality_words, _bytes, _delegate_cell, _group, _kb, _ms, _num, _ratio,
-                            delegate_comparison, edgetpu_rows, note_number, quality)
+from harness.report import (ModelTable, _bytes, _delegate_cell, _group, _kb, _ms, _num, _ratio, accuracy_notes,
+                            delegate_comparison, edgetpu_rows, fidelity, note_number, quality, quality_words,
+                            user_metric_table)
 
 WIDTH = 120
 LONG_WORD = 30  # a word this long (a path, a URL, a build fingerprint) may break after a '/'
@@ -110,6 +111,9 @@ def model_section(table: ModelTable) -> list[str]:
     sources = accuracy_notes(table)
     if notes or sources:
         out += [""] + _notes(notes, sources)
+    head, user_rows = user_metric_table(table, many_devices)
+    if head:
+        out += ["", "Your metric (`data.metric`):", ""] + _table(head, "ll" + "r" * (len(head) - 2), user_rows)
     return out
 
 

@@ -164,6 +164,9 @@ def test_a_regression_model_gets_mae_rmse_with_intervals_and_the_user_metric(ses
     assert "MAE [95 % CI]" in report.stdout
     mae = cells[("diabetes", "fp32")]["metrics"]["mae"]
     assert f"{mae:.4g} [" in report.stdout
+    mine = report.stdout.split("### diabetes")[1].split("###")[0]
+    r2 = cells[("diabetes", "dynamic")]["metrics"]["user_r2"]
+    assert "| target | variant | r2 |" in mine and f"| dynamic | {r2:.4g} |" in mine
 
 
 def test_data_that_does_not_fit_the_model_is_refused_before_measuring(digits_build, session_cache, tmp_path):
