@@ -85,6 +85,8 @@ def test_an_image_folder_of_the_digits_gives_the_zoo_top1(digits_sweep):
         a, b = zoo["metrics"]["top1_accuracy"], mine["metrics"]["top1_accuracy"]
         if variant != "pruned":  # the same weights, calibrated on the same inputs; PNGs round pixels to 1/255
             assert abs(a - b) <= 0.005, (variant, a, b)
+        else:  # fine-tuned on the same labelled digits by another schedule: recovered as well, give or take
+            assert b > a - 0.03, (a, b)
         assert mine["metrics"]["eval_examples"] == n_test
         low, high = mine["metrics"]["top1_accuracy_low"], mine["metrics"]["top1_accuracy_high"]
         assert low < b < high and 0.005 < high - low < 0.1  # Wilson's 95 % on 360 examples: a few points wide
