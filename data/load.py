@@ -165,6 +165,19 @@ def _labels(y: np.ndarray, task: str | None, source: str, where: str) -> np.ndar
     return y.astype(np.int64)
 
 
+def load_for_model(spec, name: str, input_shape: tuple, output_units: int | None, source: str, where: str,
+                   progress: Progress | None = None) -> Split:
+    """The spec's split `name` shaped for a model (`where` is the data block's key path) and its
+    labels checked against the model's outputs when they are known; top_k is the eval split's."""
+    split_where = f"{where}.{name}"
+    split = load_split(getattr(spec, name), spec.preprocess, input_shape, source, split_where, progress,
+                       task=spec.task)
+    if output_units is not None:
+        check_labels(split, output_units, spec.task, source, split_where,
+                     top_k=spec.top_k if name == "eval" else None)
+    return split
+
+
 def check_labels(split: Split, output_units: int, task: str | None, source: str, where: str,
                  top_k: int | None = None) -> None:
     """Labels the model's outputs can be scored against: class indices inside [0, output_units),

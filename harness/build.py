@@ -81,16 +81,13 @@ def build_models(plan: Plan, cache: Cache, log: Log) -> tuple[dict[str, ModelBui
 def _given_eval(build: ModelBuild, entry: ModelEntry, cache: Cache, plan_source: str, where: str) -> None:
     """A given .tflite with the user's eval split: the split, preprocessed for the model's input and
     saved in the cache by its content hash, is what the devices run; no fp32 to compare with."""
-    from data import check_labels, load_split, spec_key
+    from data import load_for_model, spec_key
     from models.base import EvalSet
 
     key = source_key({"tflite": sha256_file(entry.path), "data": spec_key(entry.data)})
     path = cache.eval_path(key)
     if not path.exists():
-        shape, units = tflite_io(entry.path)
-        split = load_split(entry.data.eval, entry.data.preprocess, shape, plan_source, f"{where}.data.eval",
-                           task=entry.data.task)
-        check_labels(split, units, entry.data.task, plan_source, f"{where}.data.eval", top_k=entry.data.top_k)
+        split = load_for_model(entry.data, "eval", *tflite_io(entry.path), plan_source, f"{where}.data")
         path.parent.mkdir(parents=True, exist_ok=True)
         EvalSet(split.x, split.y, split.description).save(path)
     build.eval_path, build.eval_sha256 = path, sha256_file(path)
@@ -171,11 +168,12 @@ def _build_keras(entry: ModelEntry, cache: Cache, plan: Plan, where: str, log: L
             summary.cached += artifact.cached
             summary.converted += artifact.status == "ok" and not artifact.cached
             summary.failed += artifact.status == "failed"
-    build = ModelBuild(entry.name, source.labeled, artifacts)
+    build = ModelBuild(entry.name, False, artifacts)
     if eval_path.exists():
         build.eval_path, build.eval_sha256 = eval_path, sha256_file(eval_path)
         with np.load(eval_path) as data:
             build.labels = data["labels"] if "labels" in data else None
+        build.labeled = build.labels is not None
         fp32 = artifacts["fp32"]
         if fp32.status == "ok":
             reference = host_reference(cache, fp32, eval_path, build.eval_sha256)

@@ -18,7 +18,7 @@ import numpy as np
 
 from harness import plots
 from harness.report import (ModelTable, Target, _delegate_cell, _kb, _ms, _num, delegate_comparison, edgetpu_rows,
-                            note_number, pivot, quality, accuracy_notes)
+                            note_number, pivot, quality, accuracy_notes, quality_words)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -127,7 +127,8 @@ def render_html(cells: list[dict[str, Any]], run: dict[str, Any], devices: list[
             data = plots.trend(rows, model, device) if model == table.model else None
             if data is not None:
                 figures.append((f"Trend on {device} over {len({r['run_id'] for r in rows})} runs", _uri(data)))
-        models.append({"name": table.model, "labeled": table.labeled, "table": _model_table(table),
+        models.append({"name": table.model, "labeled": table.labeled, "quality": table.quality_header(),
+                       "what": quality_words(table), "table": _model_table(table),
                        "edgetpu": _edgetpu(table), "figures": figures})
     counts: dict[str, int] = {}
     for c in cells:

@@ -29,6 +29,12 @@ def emit(**event) -> None:
     print(json.dumps(event), flush=True)
 
 
+def refuse(exc: ConfigError) -> int:
+    """The plan cannot be built as given: the coordinator raises this as its error (exit 2)."""
+    emit(event="refused", source=exc.source, key=exc.key, message=exc.message)
+    return EXIT_REFUSED
+
+
 def short_reason(exc: BaseException) -> str:
     """The converter's message, trimmed: the lines that say what went wrong, not the MLIR dump."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -115,8 +121,7 @@ def main(argv: list[str]) -> int:
         builder.load_source()
         source_failure = None
     except ConfigError as exc:  # trained weights this machine cannot fetch: the plan is refused (exit 2)
-        emit(event="refused", source=exc.source, key=exc.key, message=exc.message)
-        return EXIT_REFUSED
+        return refuse(exc)
     except Exception as exc:  # a source that cannot be loaded fails every variant, with its reason
         traceback.print_exc()
         source_failure = f"cannot load the source model: {short_reason(exc)}"
@@ -124,8 +129,7 @@ def main(argv: list[str]) -> int:
         try:
             builder.load_data(request["variants"])
         except ConfigError as exc:  # the user's data does not fit the model: the plan is refused (exit 2)
-            emit(event="refused", source=exc.source, key=exc.key, message=exc.message)
-            return EXIT_REFUSED
+            return refuse(exc)
         except Exception as exc:
             traceback.print_exc()
             source_failure = f"cannot load the evaluation or training data: {short_reason(exc)}"

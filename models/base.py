@@ -50,7 +50,6 @@ class Source(ABC):
     """A model the harness turns into variants."""
 
     name: str
-    labeled: bool = False  # True: accuracy against labels; False: fidelity against fp32
 
     @abstractmethod
     def key_material(self) -> Any:

@@ -29,7 +29,6 @@ def tree_sha256(path: Path) -> str:
 
 
 class FileSource(Source):
-    labeled = False
 
     def __init__(self, name: str, path: Path, kind: str):
         self.name, self.path, self.kind = name, Path(path), kind

@@ -58,7 +58,6 @@ def build(keras):
 
 class DigitsCNN(ZooSource):
     name = "digits_cnn"
-    labeled = True
     seed = SETTINGS["seed"]
 
     def settings(self) -> dict:

@@ -61,7 +61,6 @@ def image_crops(count: int, size: int, seed: int) -> np.ndarray:
 
 
 class KerasApplication(ZooSource):
-    labeled = False
     seed = SETTINGS["seed"]
 
     def __init__(self, name: str, weights: str | None = None, plan: str = "", where: str = ""):

@@ -32,8 +32,6 @@ class WithData(Source):
     def __init__(self, inner: Source, spec, plan_source: str, where: str):
         self.inner, self.spec, self.plan_source, self.where = inner, spec, plan_source, where
         self.name = inner.name
-        self.labeled = spec.eval is not None or inner.labeled
-        self.counts: dict[str, int] = {}
         self.log: Callable[[str], None] = lambda message: None
 
     def key_material(self):
@@ -53,10 +51,8 @@ class WithData(Source):
 
     def split(self, model, name: str):
         """The named split loaded and preprocessed for this model's input (ConfigError if it cannot be)."""
-        from data import check_labels, load_split
+        from data import load_for_model
 
-        src = getattr(self.spec, name)
-        where = f"{self.where}.data.{name}"
         shown = [0]
 
         def progress(done: int, total: int) -> None:
@@ -64,13 +60,10 @@ class WithData(Source):
                 shown[0] = done * 10 // total
                 self.log(f"{self.name}: {name} data: {done:,} of {total:,} images decoded")
 
-        loaded = load_split(src, self.spec.preprocess, self.input_shape(model), self.plan_source, where,
-                            progress=progress, task=self.spec.task)
+        units = int(model.outputs[0].shape[-1]) if model is not None else None
+        loaded = load_for_model(self.spec, name, self.input_shape(model), units, self.plan_source,
+                                f"{self.where}.data", progress)
         self.log(f"{self.name}: {name} data: {loaded.description}")
-        if model is not None:
-            check_labels(loaded, int(model.outputs[0].shape[-1]), self.spec.task, self.plan_source, where,
-                         top_k=self.spec.top_k if name == "eval" else None)
-        self.counts[name] = len(loaded.x)
         return loaded
 
     def representative(self, model) -> np.ndarray:
