@@ -21,7 +21,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]'
+	$(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,lab]'
 	touch $(STAMP)
 
 clean-venv:

@@ -11,6 +11,7 @@ TRANSPORTS = {
     "local": ("devices.local", "LocalConfig", "LocalDevice"),
     "ssh": ("devices.ssh", "SSHConfig", "SSHDevice"),
     "adb": ("devices.adb", "ADBConfig", "ADBDevice"),
+    "sim": ("devices.sim", "SimConfig", "SimDevice"),  # a device that only sleeps: benchmarks, rehearsals
 }
 
 

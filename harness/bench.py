@@ -93,6 +93,10 @@ class DeviceBench:
         except KeyError:
             self.broken[v.device] = f"no device {v.device!r} in {self.inventory.source}"
             return None
+        if v.device in self.inventory.lab_hosts:  # reached through a lab's cluster: not confirmed from here
+            self.broken[v.device] = (f"{v.device} is attached to lab host {self.inventory.lab_hosts[v.device]}; "
+                                     "--confirm measures only devices this host reaches itself (docs/lab.md)")
+            return None
         device = devices.open_device(config, self.log)
         try:
             info = device.fingerprint()

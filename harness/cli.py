@@ -57,20 +57,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         require_converter(plan, cache)
         if store is None and Path(args.db).exists():  # a file that is not a store is refused before anything runs
             store = Store(args.db)
+        on_lab = _lab_devices(args, inventory, targets)
         log(f"plan {plan.name} ({plan.source}), inventory {inventory.source}, store {args.db}, cache {args.cache_dir}")
         # waiting for another sweep is said even with --quiet: a sweep that seems to hang must say why
-        locks = DeviceLocks([inventory.get(t.device) for t in targets], args.lock_wait, _log(False))
+        locks = DeviceLocks([inventory.get(t.device) for t in targets if t.device not in on_lab], args.lock_wait,
+                            _log(False))
         locks.acquire({"plan": plan.name})
+        lab = None
         try:
+            lab = _join_lab(args, inventory, on_lab, log)
             store = store or Store(args.db)
             try:
                 run_id = run_sweep(inventory, plan, targets, store, cache, log, argv=sys.argv[1:],
-                                   resume=resume["id"] if resume else None)
+                                   resume=resume["id"] if resume else None, lab=lab)
             except ConfigError:  # refused while building (the user's data does not fit the model)
                 if store.discard_if_unused():
                     store = None
                 raise
         finally:
+            if lab is not None:
+                lab.close()
+                lab.ray.shutdown()
             locks.release()
         run, cells = store.run(run_id), store.cells(run_id)
         sys.stdout.write(render("markdown", cells, run, store.devices_of_run(run_id)))
@@ -84,6 +91,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+
+
+def _lab_devices(args: argparse.Namespace, inventory, targets) -> list[str]:
+    """The sweep's devices on lab hosts; refused without --cluster, before anything runs."""
+    on_lab = [t.device for t in targets if t.device in inventory.lab_hosts]
+    if args.cluster:
+        from lab.cluster import check_address
+
+        check_address(args.cluster, args.allow_public_cluster)
+    elif on_lab:
+        name = on_lab[0]
+        index = [d.name for d in inventory.devices].index(name)
+        raise ConfigError(inventory.source, f"devices[{index}].lab_host",
+                          f"device {name!r} is attached to lab host {inventory.lab_hosts[name]}: pass --cluster "
+                          "ADDRESS (auto, HOST:PORT or ray://HOST:PORT) to measure it there, or --devices without it")
+    return on_lab
+
+
+def _join_lab(args: argparse.Namespace, inventory, on_lab: list[str], log):
+    """The lab's agents for the devices on lab hosts (lab/dispatch.py), or None when there are none."""
+    if not on_lab:
+        if args.cluster:
+            log(f"--cluster {args.cluster}: no device of this sweep names a lab_host; all measured from here")
+        return None
+    from lab.cluster import connect
+    from lab.dispatch import Lab
+
+    ray = connect(args.cluster, args.allow_public_cluster, log)
+    try:
+        return Lab(ray, inventory, on_lab, args.lock_wait, _log(False)).acquire()
+    except BaseException:
+        ray.shutdown()
+        raise
 
 
 def _default_plan() -> str:
@@ -116,6 +156,8 @@ def _resume_settings(args: argparse.Namespace, store) -> dict:
     if args.inventory is None and run["inventory_path"] and not run["inventory_path"].startswith("<"):
         args.inventory = run["inventory_path"]
     args.devices = args.devices or original.devices
+    args.cluster = args.cluster or original.cluster
+    args.allow_public_cluster = args.allow_public_cluster or original.allow_public_cluster
     return run
 
 
@@ -276,6 +318,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
              "kernel", "governor", "temp")]
     notes = []
     for config in inventory.devices:
+        if config.name in inventory.lab_hosts:  # reached through the lab's cluster, not from here
+            notes.append(f"{config.name}: attached to lab host {inventory.lab_hosts[config.name]}; "
+                         "`harness lab-host status --cluster ADDRESS` lists the lab's devices")
+            rows.append((config.name, config.transport, f"lab host ({len(notes)})", *("—",) * 9))
+            continue
         device = devices.open_device(config, _log(False))
         try:
             health = device.health()
@@ -322,6 +369,19 @@ def _trust(inventory, name: str) -> int:
     print(f"{name}: {where} offers {key_type} {fingerprint}")
     print(f"{'recorded in' if added else 'already trusted in'} {path}")
     return 0
+
+
+def cmd_lab_host_start(args: argparse.Namespace) -> int:
+    from harness.config import load_inventory
+    from lab.host import cmd_start
+
+    return cmd_start(args, lambda path: load_inventory(_inventory_path(path)), _log(False))
+
+
+def cmd_lab_host_status(args: argparse.Namespace) -> int:
+    from lab.host import cmd_status
+
+    return cmd_status(args, _log(True))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -382,6 +442,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="when another sweep is measuring one of the devices, wait up to this long for it "
                         "(default 0: stop at once, exit 2)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="the Ray cluster of a lab (auto, HOST:PORT or ray://HOST:PORT): devices the inventory "
+                        "attaches to a lab_host are measured there, by an agent holding the device; see docs/lab.md")
+    p.add_argument("--allow-public-cluster", action="store_true",
+                   help="let --cluster reach a public address (refused by default: Ray runs whatever its clients "
+                        "send)")
     p.add_argument("-q", "--quiet", action="store_true", help="no build log on stderr (progress stays)")
     p.set_defaults(func=cmd_sweep)
 
@@ -469,6 +535,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("tool", choices=PARSERS, help="which tool wrote the output")
     p.add_argument("file", help="the saved output ('-' for standard input)")
     p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("lab-host", help="a lab host's Ray node: start it, or list the lab's hosts and devices",
+                       description="A lab is a Ray cluster: each lab host runs a node offering a resource per "
+                                   "machine the inventory attaches to it (`lab_host:`), and `harness sweep "
+                                   "--cluster` measures those devices there. See docs/lab.md (security first).")
+    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    q = lab_sub.add_parser("start", help="start this lab host's Ray node (a wrapper over `ray start`)",
+                           description="Run `ray start` with this lab host's device resources, read from the "
+                                       "inventory: a unit of `device:<name>/<machine>` per machine attached to it.")
+    q.add_argument("--name", required=True, help="this lab host's name, as the inventory's lab_host says it")
+    q.add_argument("--node-ip-address", required=True, metavar="ADDRESS",
+                   help="the address this node is reached at (its private network's); Ray listens there")
+    q.add_argument("--address", metavar="HEAD:PORT", help="the cluster to join (its head's address)")
+    q.add_argument("--head", action="store_true", help="start the cluster's head here instead of joining one")
+    q.add_argument("--port", type=int, default=6379, help="with --head: the port of the cluster (default 6379)")
+    q.add_argument("--temp-dir", help="with --head: Ray's session directory (default Ray's, /tmp/ray)")
+    q.add_argument("--inventory", help=f"devices (default: ./{DEFAULT_INVENTORY})")
+    q.add_argument("--allow-public-cluster", action="store_true",
+                   help="let the node or the head be on a public address (refused by default)")
+    q.add_argument("--dry-run", action="store_true", help="print the `ray start` command, run nothing")
+    q.set_defaults(func=cmd_lab_host_start)
+    q = lab_sub.add_parser("status", help="every lab host of the cluster, its devices and what each measures",
+                           description="Join the cluster and print a row per machine of every lab host: its "
+                                       "node, whether the node is alive, whether the machine is taken, and "
+                                       "what its agent is measuring for which coordinator.")
+    q.add_argument("--cluster", default="auto", metavar="ADDRESS", help="the cluster (default auto: this host's)")
+    q.add_argument("--allow-public-cluster", action="store_true", help="let --cluster reach a public address")
+    q.set_defaults(func=cmd_lab_host_status)
     return top
 
 

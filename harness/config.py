@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import devices
 import models
@@ -20,8 +20,10 @@ from devices.base import MeasurementProtocol
 from harness.config_checks import checked_number, clip, first_repeat, key_text, model_file, refuse_repeats, show
 from harness.edgetpu import CompilerSettings
 from harness.errors import ConfigError
+from harness.lock import machine_of
 from harness.variants import ALL as ALL_VARIANTS
 from harness.variants import GIVEN
+from lab.placement import LAB_HOST
 
 DELEGATES = ("cpu", "xnnpack", "reference", "gpu", "nnapi", "edgetpu")
 EMBEDDED_INVENTORY = """\
@@ -37,12 +39,20 @@ devices:
 class Inventory:
     source: str
     devices: tuple[Any, ...]  # one transport config dataclass per device
+    # device name -> the lab host it is attached to (`lab_host:`); a device without one is reached from here
+    lab_hosts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def get(self, name: str) -> Any:
         for device in self.devices:
             if device.name == name:
                 return device
         raise KeyError(name)
+
+    def machine(self, name: str) -> str:
+        """The machine a device measures on (harness.lock.machine_of), qualified by its lab host:
+        `local` on lab host lab-a is `lab-a/local`, not this host."""
+        machine = machine_of(self.get(name))
+        return f"{self.lab_hosts[name]}/{machine}" if name in self.lab_hosts else machine
 
 
 @dataclass(frozen=True)
@@ -192,9 +202,16 @@ def load_inventory(path: Path | str | None) -> Inventory:
         raise ConfigError(source, "devices", "missing required key")
     if not isinstance(raw["devices"], list) or not raw["devices"]:
         raise ConfigError(source, "devices", "expected a non-empty list of devices")
-    parsed, names = [], {}
+    parsed, names, lab_hosts = [], {}, {}
     for i, entry in enumerate(raw["devices"]):
         where = f"devices[{i}]"
+        host = None
+        if isinstance(entry, dict) and "lab_host" in entry:  # where it is, not what it is: no transport's key
+            entry = dict(entry)
+            host = entry.pop("lab_host")
+            if not isinstance(host, str) or not LAB_HOST.fullmatch(host):
+                raise ConfigError(source, f"{where}.lab_host", f"expected a lab host's name (letters, digits, '_', "
+                                                               f"'.', '-', at most 63), got {show(host)}")
         transport = entry.get("transport") if isinstance(entry, dict) else None
         if not isinstance(transport, str) or transport not in devices.TRANSPORTS:
             raise ConfigError(source, f"{where}.transport",
@@ -219,8 +236,10 @@ def load_inventory(path: Path | str | None) -> Inventory:
                                   f"unknown delegate {show(delegate)} (known: {', '.join(DELEGATES)})")
         refuse_repeats(config.delegates, source, f"{where}.delegates")
         names[config.name] = i
+        if host is not None:
+            lab_hosts[config.name] = host
         parsed.append(config)
-    return Inventory(source, tuple(parsed))
+    return Inventory(source, tuple(parsed), lab_hosts)
 
 
 def _check_strings(obj: Any, source: str, where: str) -> None:

@@ -35,6 +35,11 @@ class DeviceUnreachable(DeviceError):
     """The device does not answer (no connection, no such host, no such binary)."""
 
 
+class MachineLost(DeviceUnreachable):
+    """The machine that holds the device is gone (a lab host that left the Ray cluster): its cells
+    fail with this reason, the rest of the sweep goes on, and `sweep --resume` measures them again."""
+
+
 class DeviceTimeout(DeviceError):
     """A step on the device ran past its timeout and was stopped."""
 

@@ -26,7 +26,7 @@ import devices
 from devices.base import DeviceError, Job, device_identity
 from harness.build import ModelBuild
 from harness.config import Plan
-from harness.errors import DeviceTimeout
+from harness.errors import DeviceTimeout, MachineLost
 from harness.edgetpu import NEEDS_FULL_INTEGER, Compiled
 from harness.launch_reports import outcome, record_reports
 from harness.progress import Progress
@@ -53,10 +53,12 @@ class Pending:
 class MachineWorker:
     def __init__(self, machine: str, configs: list[Any], cells: list[Any], builds: dict[str, ModelBuild], plan: Plan,
                  store: Store, run_id: str, seed: int, progress: Progress, log: Log, stop: threading.Event,
-                 resumed: bool, host_work: threading.RLock, on_host: bool, cache: Any = None):
+                 resumed: bool, host_work: threading.RLock, on_host: bool, cache: Any = None,
+                 opener: Callable[[Any, Log], Any] = devices.open_device):
         self.machine, self.configs, self.cells, self.builds, self.plan = machine, configs, cells, builds, plan
         self.store, self.run_id, self.seed, self.progress, self.log = store, run_id, seed, progress, log
         self.stop, self.resumed, self.host_work, self.on_host, self.cache = stop, resumed, host_work, on_host, cache
+        self.opener = opener  # devices.open_device, or a lab machine's agent (lab/dispatch.py)
         self.devices: dict[str, Any] = {}
         self.fingerprints: dict[str, dict | None] = {}
         self.unavailable: dict[str, str | None] = {}
@@ -68,7 +70,7 @@ class MachineWorker:
         for config in self.configs:
             self.fingerprints[config.name], self.unavailable[config.name] = None, None
             try:
-                device = devices.open_device(config, self.log)
+                device = self.opener(config, self.log)
             except Exception as exc:  # noqa: BLE001 - a transport's bug costs its device's cells, not the sweep
                 self._raised(f"{config.name}: opening the device", exc)
                 self.unavailable[config.name] = f"device could not be opened: {_what(exc)}"
@@ -193,6 +195,8 @@ class MachineWorker:
                            inputs=build.eval_path, delegate_options=options)
             if options:
                 record.details = {**(record.details or {}), "delegate_options": options}
+            if getattr(device, "lab_host", None):  # measured by an agent on that lab host (lab/)
+                record.details = {**(record.details or {}), "lab_host": device.lab_host}
             item.settled = False
         return item
 
@@ -236,6 +240,13 @@ class MachineWorker:
         name = item.cell.device
         reason = str(exc)
         done = f" (after {len(item.reports)} of {self.plan.protocol.repetitions} launches)" if item.reports else ""
+        if isinstance(exc, MachineLost):  # the whole machine is gone: its other cells fail with the same reason
+            item.record.reason = reason + done
+            self._settle(item)
+            for device in self.unavailable:
+                self.unavailable[device] = reason
+            self.log(f"{self.machine}: {reason}")
+            return
         if isinstance(exc, DeviceTimeout):
             healthy, detail = self._probe(item.device)
             if healthy:

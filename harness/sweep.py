@@ -18,8 +18,9 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+import devices
 from devices.base import Cooldown
 from harness import __version__
 from harness.artifacts import Cache
@@ -27,7 +28,7 @@ from harness.build import build_models
 from harness.config import Inventory, Plan, Target
 from harness.edgetpu import compile_for_cells
 from harness.errors import SweepInterrupted
-from harness.lock import LOCAL_MACHINE, machine_of
+from harness.lock import LOCAL_MACHINE
 from harness.measure import MachineWorker
 from harness.progress import Progress
 from harness.provenance import git_commit, library_versions
@@ -46,10 +47,12 @@ class Cell:
     # the NNAPI accelerator a `nnapi` cell asks for (the plan's), the TPU an `edgetpu` cell opens (the inventory's)
     accelerator: str | None = None
     position: int = 0  # its place in the plan's order
+    lab_host: str | None = None  # the lab host the device is attached to (inventory `lab_host:`), if any
 
     def label(self) -> str:
         delegate = f"{self.delegate}({self.accelerator})" if self.accelerator else self.delegate
-        return f"{self.model} {self.variant} on {self.device} {delegate} {self.threads}t"
+        where = f"{self.device}@{self.lab_host}" if self.lab_host else self.device
+        return f"{self.model} {self.variant} on {where} {delegate} {self.threads}t"
 
 
 def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> list[Cell]:
@@ -65,15 +68,19 @@ def plan_cells(plan: Plan, targets: Sequence[Target], inventory: Inventory) -> l
                 accelerator = {"nnapi": target.nnapi_accelerator_name,
                                "edgetpu": getattr(config, "edgetpu_device", None)}.get(delegate)
                 for threads in target.threads or plan.threads:
-                    cells += [Cell(entry.name, v, target.device, delegate, threads, accelerator, len(cells) + i)
+                    cells += [Cell(entry.name, v, target.device, delegate, threads, accelerator, len(cells) + i,
+                                   inventory.lab_hosts.get(target.device))
                               for i, v in enumerate(entry.variants)]
     return cells
 
 
 def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store: Store, cache: Cache,
-              log: Log, argv: Sequence[str] = (), progress_stream=None, resume: str | None = None) -> str:
+              log: Log, argv: Sequence[str] = (), progress_stream=None, resume: str | None = None,
+              lab: Any = None) -> str:
     """Build, measure and store every cell of the plan; returns the run id. With `resume`, the cells
-    of that run that did not succeed (failed, or never reached) are measured again, in that run."""
+    of that run that did not succeed (failed, or never reached) are measured again, in that run.
+    With `lab` (lab.dispatch.Lab), the machines on lab hosts are measured by their agents there;
+    their workers stay here, so scheduling, scoring and the store are the same as in process."""
     cells = plan_cells(plan, targets, inventory)
     if resume is not None:
         settled = store.settled_cells(resume)
@@ -100,7 +107,7 @@ def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store
             versions_json=json.dumps(library_versions()), argv_json=json.dumps(list(argv)), seed=seed)
     by_machine: dict[str, list[str]] = {}
     for name in dict.fromkeys(c.device for c in cells):
-        by_machine.setdefault(machine_of(inventory.get(name)), []).append(name)
+        by_machine.setdefault(inventory.machine(name), []).append(name)
     for machine, names in by_machine.items():
         if len(names) > 1:
             log(f"{', '.join(names)} are one machine ({machine}): one worker measures them, one launch at a time")
@@ -115,7 +122,9 @@ def run_sweep(inventory: Inventory, plan: Plan, targets: Sequence[Target], store
             futures = [pool.submit(MachineWorker(machine, [inventory.get(n) for n in names],
                                                  [c for c in cells if c.device in names], builds, plan, store, run_id,
                                                  seed, progress, log, stop, resume is not None, host_work,
-                                                 on_host=machine == LOCAL_MACHINE, cache=cache).run)
+                                                 on_host=machine == LOCAL_MACHINE, cache=cache,
+                                                 opener=lab.opener(machine) if lab and machine in lab.machines
+                                                 else devices.open_device).run)
                        for machine, names in by_machine.items()]
             try:
                 for future in futures:

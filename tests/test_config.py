@@ -296,7 +296,7 @@ def test_bad_input_that_crashed_the_plan_loader(tmp_path, text, key, message):
 
 @pytest.mark.parametrize("text, key, message", [
     ("devices:\n  - name: a\n    transport: [local]\n", "devices[0].transport",
-     "unknown transport ['local'] (known: local, ssh, adb)"),
+     "unknown transport ['local'] (known: local, ssh, adb, sim)"),
     ("devices:\n  - name: a\n    transport: local\n  - name: a\n    transport: local\nextra: 1\n", "extra",
      "unknown key (known: devices)"),
     ("{}\n", "devices", "missing required key"),

@@ -6,6 +6,7 @@ inventories (plans/*.yaml, inventory.yaml, README.md's, the tests') and mutate t
 from __future__ import annotations
 
 import copy
+import collections.abc
 import dataclasses
 import hashlib
 import io
@@ -55,6 +56,8 @@ INVENTORY_SEEDS = [
     "    identity_file: ~/.ssh/id_ed25519\n    cooldown: {max_temp_c: 55, timeout_s: 120}\n",
     "devices:\n  - name: phone\n    transport: adb\n    serial: ABC123\n    cpu_mask: f0\n"
     "    delegates: [cpu, gpu]\n  - name: a\n    transport: local\n    delegates: [cpu]\n",
+    "devices:\n  - {name: pixel, transport: adb, serial: ABC123, lab_host: lab-a}\n"
+    "  - {name: rig, transport: sim, launch_s: 0.5, lab_host: lab.b_2}\n",
 ]
 # README's plan sets delegate_search_step without search_delegate, which the loader refuses (-k needs -d).
 README_PLAN = readme_yaml("Plans").replace("search_delegate: false", "search_delegate: true ")
@@ -206,6 +209,10 @@ def conforms(obj, hint) -> bool:
         return any(conforms(obj, option) for option in typing.get_args(hint))
     if origin is tuple:
         return isinstance(obj, tuple) and all(conforms(v, typing.get_args(hint)[0]) for v in obj)
+    if origin is collections.abc.Mapping:
+        key, value = typing.get_args(hint)
+        return isinstance(obj, collections.abc.Mapping) and all(conforms(k, key) and conforms(v, value)
+                                                                for k, v in obj.items())
     if hint is typing.Any:
         return True
     if dataclasses.is_dataclass(hint):

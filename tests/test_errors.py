@@ -73,19 +73,25 @@ def _foreign_sqlite(tmp: Path) -> None:
         con.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
 
 
-def _no_tensorflow(tmp: Path) -> dict:
-    """A Python that cannot import TensorFlow: a meta path finder that refuses it, installed by
-    sitecustomize for this command and the processes it starts."""
-    site = tmp.parent / f"{tmp.name}-site"
-    site.mkdir()
-    write(site / "sitecustomize.py", (
-        "import sys\n"
-        "class NoTensorFlow:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tf_keras'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, NoTensorFlow())\n"))
-    return {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+def _without(*modules: str):
+    """A setup giving a Python that cannot import `modules`: a meta path finder that refuses them,
+    installed by sitecustomize for this command and the processes it starts."""
+    def setup(tmp: Path) -> dict:
+        site = tmp.parent / f"{tmp.name}-site"
+        site.mkdir()
+        write(site / "sitecustomize.py", (
+            "import sys\n"
+            "class Refuse:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {modules!r}:\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Refuse())\n"))
+        return {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return setup
+
+
+def _on_lab_host(tmp: Path, host: str = "lab-a") -> None:
+    write(tmp / "lab.yaml", inventory_yaml([{**LOCAL[0], "lab_host": host}]))
 
 
 @contextmanager
@@ -180,7 +186,14 @@ CASES = {
     "store-directory": (lambda t: (t / "results.sqlite").mkdir(), ["report"]),
     "store-newer-schema": (_newer_store, ["report"]),
     "cache-is-a-file": (lambda t: write(t / "cache", ""), ["sweep", "--plan", "p.yaml", "--cache-dir", "cache"]),
-    "env-no-tensorflow": (_no_tensorflow, ["sweep", "--cache-dir", "empty-cache"]),
+    "env-no-tensorflow": (_without("tensorflow", "tf_keras"), ["sweep", "--cache-dir", "empty-cache"]),
+    "inventory-lab-host": (lambda t: _on_lab_host(t, "lab a"), ["sweep", "--inventory", "lab.yaml"]),
+    "option-lab-without-cluster": (_on_lab_host, ["sweep", "--plan", "p.yaml", "--inventory", "lab.yaml"]),
+    "option-cluster-public": (_on_lab_host, ["sweep", "--plan", "p.yaml", "--inventory", "lab.yaml",
+                                             "--cluster", "8.8.8.8:6379"]),
+    "option-cluster-malformed": (None, ["sweep", "--plan", "p.yaml", "--cluster", "ray://"]),
+    "env-no-ray": (lambda t: (_on_lab_host(t), _without("ray")(t))[1],
+                   ["sweep", "--plan", "p.yaml", "--inventory", "lab.yaml", "--cluster", "127.0.0.1:6379"]),
 }
 HELD: list = []  # device locks a case's setup holds while its command runs
 
