@@ -7,10 +7,14 @@ machines it offers, whether each is taken, and what its agent is measuring."""
 
 from __future__ import annotations
 
+import fcntl
+import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +45,14 @@ def start_argv(args: Any, inventory: Any) -> list[str]:
     if not args.head and not args.address:
         raise ConfigError("lab-host start", None, "give --address HEAD:PORT to join a cluster, or --head to start one")
     check_address(args.node_ip_address, args.allow_public_cluster, "--node-ip-address")
+    if _is_loopback(args.node_ip_address):
+        others = host_addresses()
+        if others:  # Ray would not stay on loopback (docs/lab.md): say so before anything listens
+            raise ConfigError("--node-ip-address", args.node_ip_address,
+                              f"Ray {RAY_REWRITES} replaces a loopback node address with this host's own "
+                              f"({', '.join(others)}) and then listens on every interface; give the address of "
+                              "the lab's private network, or start the node in a network namespace of its own "
+                              "(docs/lab.md)")
     if args.address:
         check_address(args.address, args.allow_public_cluster, "--address")
     resources = node_resources(inventory, args.name)
@@ -58,6 +70,31 @@ def start_argv(args: Any, inventory: Any) -> list[str]:
     else:
         argv.append(f"--address={args.address}")
     return argv
+
+
+RAY_REWRITES = "2.60"  # the version measured doing it (services.resolve_ip_for_localhost)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def host_addresses() -> list[str]:
+    """This host's IPv4 addresses other than loopback (SIOCGIFADDR on each interface; no command)."""
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
+            except OSError:  # no IPv4 address on it
+                continue
+            address = ipaddress.ip_address(packed[20:24])
+            if not address.is_loopback:
+                found.append(str(address))
+    return sorted(set(found))
 
 
 def cmd_start(args: Any, load_inventory: Callable[[Any], Any], log: Callable[[str], None]) -> int:

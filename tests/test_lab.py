@@ -9,6 +9,7 @@ agents on each node; each node has an artifact cache of its own, as separate mac
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import signal
@@ -267,3 +268,30 @@ def test_lab_options_are_checked_before_anything_runs(tmp_path):
     exposed = harness_cli("lab-host", "start", "--name", "lab-a", "--head", "--node-ip-address", "8.8.4.4",
                           "--inventory", str(inventory), "--dry-run")
     assert exposed.returncode == 2 and "--node-ip-address: 8.8.4.4: 8.8.4.4 is a public address" in exposed.stderr
+
+
+def test_a_loopback_node_is_refused_where_ray_would_not_stay_on_loopback(tmp_path):
+    """Ray 2.60 puts a node given 127.0.0.1 on the host's own address (and listens on every
+    interface) unless the node has a network namespace of its own: refused there, accepted here."""
+    from tests.peers.sshd import netns_supported
+
+    inventory = write(tmp_path / "inventory.yaml", inventory_yaml(DEVICES))
+    args = ["lab-host", "start", "--name", "lab-a", "--head", "--node-ip-address", "127.0.0.1", "--inventory",
+            str(inventory), "--dry-run"]
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    others = re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", shown.stdout)
+    if shown.returncode == 0 and others:
+        here = harness_cli(*args)
+        assert here.returncode == 2 and "--node-ip-address: 127.0.0.1: Ray 2.60 replaces a loopback node address" \
+            in here.stderr and others[0] in here.stderr, here.stderr
+    reason = netns_supported()
+    if reason:
+        pytest.skip(reason)
+    ns = f"harness-lo-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        alone = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "harness", *args], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+    assert alone.returncode == 0 and "--node-ip-address=127.0.0.1" in alone.stdout, alone.stderr
