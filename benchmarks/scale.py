@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -339,7 +340,11 @@ def sweep_on_ray(args: argparse.Namespace, workdir: Path) -> dict:
         raise SystemExit("ray mode needs root and `ip` (iproute2): its cluster runs in a network namespace of its own")
     venv_bin = Path(sys.executable).parent
     harness = str(venv_bin / "harness") if (venv_bin / "harness").exists() else shutil.which("harness")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HARNESS_LAB_CACHE": str(workdir / "lab-cache")}
+    token = workdir / "ray-token"  # the cluster's own token (Ray's token authentication), not ~/.ray's
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HARNESS_LAB_CACHE": str(workdir / "lab-cache"),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     inventory = str(workdir / "inventory-ray.yaml")
     with Namespace(f"hscale{os.getpid()}") as ns:
         t0 = time.perf_counter()

@@ -72,7 +72,9 @@ def connect(address: str, allow_public: bool, log: Callable[[str], None]):
     try:
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError("--cluster", address, f"no Ray cluster answers there: {str(exc).splitlines()[0]}") from None
+        raise ConfigError("--cluster", address, "no Ray cluster answers there, or it refused this coordinator's "
+                                                 "token (RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH: docs/lab.md): "
+                                                 f"{str(exc).splitlines()[0]}") from None
     gcs = _gcs_address(ray)
     if address == "auto" and gcs:
         try:

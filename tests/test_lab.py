@@ -295,3 +295,15 @@ def test_a_loopback_node_is_refused_where_ray_would_not_stay_on_loopback(tmp_pat
     finally:
         subprocess.run(["ip", "netns", "del", ns])
     assert alone.returncode == 0 and "--node-ip-address=127.0.0.1" in alone.stdout, alone.stderr
+
+
+def test_a_coordinator_without_the_clusters_token_is_refused(lab, tmp_path):
+    ray_lab, work = lab
+    wrong = write(tmp_path / "token", "0" * 64)
+    started = time.monotonic()
+    status = ray_lab.harness("lab-host", "status", "--cluster", ray_lab.address, timeout=300,
+                             RAY_AUTH_TOKEN_PATH=str(wrong))
+    print(f"refused after {time.monotonic() - started:.1f} s: {status.stderr.splitlines()[-1]}")
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert (f"harness: error: --cluster: {ray_lab.address}: no Ray cluster answers there, or it refused this "
+            "coordinator's token") in status.stderr

@@ -5,13 +5,15 @@ for the test with nothing but loopback in it.
 Why a namespace: Ray 2.60 replaces a loopback `--node-ip-address` with the host's own address and
 then listens on every interface, so on a plain host its ports would be open beyond loopback. In a
 namespace of our own the only address is 127.0.0.1: nothing is reachable from, or sent to,
-anywhere else. Every command of the test (the nodes, the coordinator, `lab-host status`) runs in
+anywhere else. The cluster requires Ray's token authentication, with a token of the test's own.
+Every command of the test (the nodes, the coordinator, `lab-host status`) runs in
 it. A lab host is stopped by its own processes (its raylet and what the raylet started), never by
 `ray stop`, which would end every Ray node on the machine."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -40,13 +42,19 @@ class RayLab:
     def __post_init__(self):
         _run("ip", "netns", "add", self.ns)
         _run("ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+        # Ray's token authentication, with a token of the test's own: as docs/lab.md asks of a lab, and
+        # independent of a ~/.ray/auth_token another Ray on this machine may have left
+        self.token = self.temp / "ray-token"
+        self.token.write_text(secrets.token_hex(32))
+        self.token.chmod(0o600)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **extra}
+        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN_PATH": str(self.token), **extra}
 
     def argv(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns, sys.executable, "-m", "harness", *args]
