@@ -106,26 +106,25 @@ def write_plan(path: Path, cells_per_device: int, repetitions: int, num_runs: in
 
 # -- measuring ---------------------------------------------------------------------------------
 
-def rss_mb(pid: str = "self") -> float:
-    """VmRSS of a process, MB (0 for one that is gone or has no memory: a kernel thread)."""
+def _proc_kb(pid: str, file: str, key: str) -> float:
+    """A `key: N kB` line of /proc/<pid>/<file>, in MB (0 for a process that is gone or has none)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def rss_mb(pid: str = "self") -> float:
+    """VmRSS of a process, MB (0 for one that is gone or has no memory: a kernel thread)."""
+    return _proc_kb(pid, "status", "VmRSS")
 
 
 def pss_mb(pid: str) -> float:
     """Proportional set size (shared pages split between their users), MB; 0 when unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _proc_kb(pid, "smaps_rollup", "Pss")
 
 
 def cpu_s(pid: str) -> float:

@@ -59,7 +59,7 @@ class HostWork:
 
 class MachineAgent:
     """The Ray actor's body (wrapped with `ray.remote` by lab.dispatch, so this module needs no Ray).
-    Device errors come back as data, `("error", kind, message, install hint)`, and are raised
+    Device errors come back as data, `("error", kind, message)`, and are raised
     again on the coordinator as the same kind; anything else is a Ray task error there."""
 
     def __init__(self, lab_host: str, machine: str, configs: list[Any], coordinator: dict[str, Any]):
@@ -114,7 +114,7 @@ class MachineAgent:
         try:
             return ("ok", action(self._device(name)))
         except DeviceError as exc:
-            return ("error", type(exc).__name__, str(exc), getattr(exc, "install_hint", None))
+            return ("error", type(exc).__name__, str(exc))  # a RuntimeMissing's message holds its install hint
 
     def _device(self, name: str) -> Any:
         if name not in self.devices:

@@ -29,8 +29,7 @@ POLL_S = 0.5
 
 
 class Lab:
-    def __init__(self, ray: Any, inventory: Any, names: list[str], lock_wait: float, log: Callable[[str], None],
-                 run_label: str = ""):
+    def __init__(self, ray: Any, inventory: Any, names: list[str], lock_wait: float, log: Callable[[str], None]):
         self.ray, self.inventory, self.lock_wait, self.log = ray, inventory, lock_wait, log
         self.machines: dict[str, tuple[str, str, list[Any]]] = {}
         for name in names:
@@ -41,7 +40,7 @@ class Lab:
                 self.machines.setdefault(key, (host, machine_of(config), []))[2].append(config)
         self.links: dict[str, AgentLink] = {}
         self.missing: dict[str, str] = {}
-        self.coordinator = {"host": platform.node(), "pid": os.getpid(), "run": run_label}
+        self.coordinator = {"host": platform.node(), "pid": os.getpid()}
 
     def acquire(self) -> "Lab":
         ray = self.ray

@@ -21,19 +21,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import ConfigError
-from lab.cluster import NAMESPACE, check_address, connect
-from lab.placement import DEVICE_PREFIX, LAB_HOST, describe, node_resources
+from lab.cluster import INSTALL, NAMESPACE, check_address, connect
+from lab.placement import LAB_HOST, describe, machine_resource, node_resources
 
 STATUS_TIMEOUT_S = 10.0
 LABEL = "harness-lab-host"  # the node's label naming its lab host: still there when the node is dead
+RAY_REWRITES = "2.60"  # the Ray seen replacing a loopback node address (services.resolve_ip_for_localhost)
 
 
 def ray_executable() -> str:
     beside = Path(sys.executable).with_name("ray")
     found = str(beside) if beside.exists() else shutil.which("ray")
     if not found:
-        from lab.cluster import INSTALL
-
         raise ConfigError("lab-host start", None, f"no `ray` command here; install the lab extra: {INSTALL}")
     return found
 
@@ -56,7 +55,7 @@ def start_argv(args: Any, inventory: Any) -> list[str]:
     if args.address:
         check_address(args.address, args.allow_public_cluster, "--address")
     resources = node_resources(inventory, args.name)
-    if len(resources) == 1 and inventory.devices:
+    if not describe(resources)[1]:
         attached = sorted(set(inventory.lab_hosts.values()))
         raise ConfigError(inventory.source, None, f"no device is attached to lab host {args.name!r} (lab_host: "
                                                   f"{args.name}); lab hosts it names: {', '.join(attached) or 'none'}")
@@ -70,9 +69,6 @@ def start_argv(args: Any, inventory: Any) -> list[str]:
     else:
         argv.append(f"--address={args.address}")
     return argv
-
-
-RAY_REWRITES = "2.60"  # the version measured doing it (services.resolve_ip_for_localhost)
 
 
 def _is_loopback(address: str) -> bool:
@@ -115,8 +111,8 @@ def cmd_start(args: Any, load_inventory: Callable[[Any], Any], log: Callable[[st
         print(f"warning: Ray put this node on {chosen}, not on {args.node_ip_address}: Ray replaces a loopback "
               "address with the host's own unless the node runs in a network namespace of its own, and then "
               "listens there (docs/lab.md)", file=sys.stderr)
-    devices = sorted(k[len(DEVICE_PREFIX):] for k in node_resources(inventory, args.name) if k.startswith(DEVICE_PREFIX))
-    print(f"lab host {args.name} is up at {chosen or args.node_ip_address}: {', '.join(devices)}")
+    _, machines = describe(node_resources(inventory, args.name))
+    print(f"lab host {args.name} is up at {chosen or args.node_ip_address}: {', '.join(machines)}")
     return 0
 
 
@@ -166,7 +162,7 @@ def status_rows(ray: Any) -> list[tuple[str, ...]]:
         address = f"{node['NodeManagerAddress']}:{node.get('NodeManagerPort', '?')}"
         for machine in machines or ["—"]:  # a dead node's resources are gone
             info = busy.get(f"{host}/{machine}")
-            taken = available.get(f"{DEVICE_PREFIX}{host}/{machine}", 0) < 1
+            taken = available.get(machine_resource(host, machine), 0) < 1
             state = "busy" if taken else "idle"
             doing = "—"
             if info:

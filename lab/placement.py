@@ -22,7 +22,11 @@ HOST_CAPACITY = 1000  # `lab-host:<name>` only names the node; nothing waits on 
 
 
 def device_resource(lab_host: str, config: Any) -> str:
-    return f"{DEVICE_PREFIX}{lab_host}/{machine_of(config)}"
+    return machine_resource(lab_host, machine_of(config))
+
+
+def machine_resource(lab_host: str, machine: str) -> str:
+    return f"{DEVICE_PREFIX}{lab_host}/{machine}"
 
 
 def host_resource(lab_host: str) -> str:

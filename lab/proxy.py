@@ -8,12 +8,11 @@ other cells with the same reason; the rest of the lab carries on."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from devices.base import ExecResult, Health, Job
+from devices.base import ExecResult, Health, Job, sha256_file
 from harness.errors import DeviceError, DeviceTimeout, DeviceUnreachable, MachineLost, RuntimeMissing
 
 ERRORS = {cls.__name__: cls for cls in (DeviceError, DeviceUnreachable, DeviceTimeout, RuntimeMissing, MachineLost)}
@@ -49,7 +48,7 @@ class AgentLink:
             raise RuntimeError(f"{method} on lab host {self.lab_host} raised {exc.cause!r}") from None
         if device_call:
             if result[0] == "error":
-                _, kind, message, _hint = result
+                _, kind, message = result
                 raise ERRORS.get(kind, DeviceError)(message)
             return result[1]
         return result
@@ -63,11 +62,7 @@ class AgentLink:
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)  # a file rewritten in place is hashed again
         if key not in self.hashes:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            self.hashes[key] = digest.hexdigest()
+            self.hashes[key] = sha256_file(path)
         sha = self.hashes[key]
         if sha in self.there:
             return self.there[sha]
