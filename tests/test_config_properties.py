@@ -20,6 +20,7 @@ import typing
 import zipfile
 from pathlib import Path
 
+import numpy
 import pytest
 import yaml
 from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
@@ -40,6 +41,9 @@ _archive = io.BytesIO()
 with zipfile.ZipFile(_archive, "w") as _zip:
     _zip.writestr("config.json", "{}")
 KERAS = _archive.getvalue()
+# A 1x1 PNG (the loaders list images by name; nothing decodes them before measuring).
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
 
 
 def readme_yaml(section: str) -> str:
@@ -67,6 +71,16 @@ PLAN_SEEDS = [
     "models:\n  - path: m.tflite\n  - path: m.keras\n    name: keras\n    variants: [fp32, int8]\n"
     "  - path: sm\n    name: saved\ntargets:\n  - device: local\n    threads: [1, 2]\n  - device: pixel7\n"
     "    delegates: [gpu, nnapi]\nedgetpu_compiler: /usr/bin/edgetpu_compiler\nquarantine_after: 2\n",
+    # The user's data (README's second plan, with files of the `work` fixture): every kind of split.
+    "models:\n  - model: digits_cnn\n    data:\n      eval: data/val\n"
+    "      calibration: {images: data/train, limit: 300}\n      fine_tune: {images: data/train, limit: 2}\n"
+    "      preprocess: {resize: [8, 8], center_crop: 0.875, scale: 0.0039, mean: [0.5], std: 0.25, channels: rgb}\n"
+    "      top_k: 3\n      metric: team_metrics:f1\n"
+    "  - path: m.keras\n    name: arrays\n    variants: [fp32, int8]\n"
+    "    data: {eval: {npy: data/x.npy, labels: data/y.npy, limit: 5}, calibration: data/train.npz,\n"
+    "           preprocess: {keras: mobilenet_v2}, task: classification}\n"
+    "  - path: m.tflite\n    name: given\n    data: {eval: {imagenet: data/inet, ground_truth: data/truth.txt,\n"
+    "           model_labels: data/labels.txt}}\n",
 ]
 
 # -- values, keys and mutations of parsed documents ----------------------------------------------
@@ -294,6 +308,19 @@ def work(tmp_path_factory) -> Path:
     (work / "m.keras").write_bytes(KERAS)
     (work / "sm").mkdir()
     (work / "sm" / "saved_model.pb").write_bytes(b"\x08\x01")
+    data = work / "data"
+    for split, classes in (("val", ("cat", "dog")), ("train", ("cat", "dog"))):
+        for name in classes:
+            (data / split / name).mkdir(parents=True)
+            (data / split / name / "1.png").write_bytes(PNG)
+    numpy.savez(data / "train.npz", x=numpy.zeros((4, 8), numpy.float32), y=numpy.arange(4) % 2)
+    numpy.save(data / "x.npy", numpy.zeros((4, 8), numpy.float32))
+    numpy.save(data / "y.npy", numpy.arange(4) % 2)
+    (data / "inet").mkdir()
+    (data / "inet" / "ILSVRC2012_val_00000001.JPEG").write_bytes(PNG)
+    (data / "truth.txt").write_text("cat\n")
+    (data / "labels.txt").write_text("background\ncat\n")
+    (work / "team_metrics.py").write_text("def f1(labels, outputs):\n    return 0.0\n")
     return work
 
 
@@ -330,12 +357,18 @@ def mutated(data, seeds) -> tuple[str, list]:
     return text, done
 
 
+# Lists that are one value (a size, a value per channel), where equal items are normal.
+VECTORS = ("resize", "mean", "std")
+
+
 def check_single_mutation(result, done) -> None:
     """What one structural mutation of a valid document must give."""
     if len(done) != 1:
         return
     op, path = done[0]
-    if op == "repeat":  # every list of a plan or an inventory refuses repeats
+    if op == "repeat" and path and path[-1][1] in VECTORS:  # [8, 8] -> [8, 8, 8]: a length, not a repeat
+        assert not isinstance(result, ConfigError) or result.key == render(path), (done, result)
+    elif op == "repeat":  # every other list of a plan or an inventory refuses repeats
         assert isinstance(result, ConfigError), f"a repeat at {render(path)} was accepted"
         assert result.key.startswith(render(path) + "["), (done, result)
         assert "twice" in result.message or "duplicate" in result.message, result
