@@ -17,10 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness.config_checks import clip
 from harness.stats import bootstrap_interval, sqnr_db, wilson_interval
 
 UserMetric = Callable[[np.ndarray, np.ndarray], Any]
 MAX_USER_METRICS = 16  # names a user metric may return: a mapping of thousands is not a metric
+MAX_METRIC_NAME = 40  # characters of one name: a column heading, not a sentence
 
 
 def decode(block: dict) -> tuple[str, np.ndarray]:
@@ -106,6 +108,9 @@ def user_metrics(metric: UserMetric, labels: np.ndarray, block: dict) -> dict[st
         raise ValueError(f"the metric {name} returned {len(values)} values (at most {MAX_USER_METRICS})")
     out = {}
     for key, v in values.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_METRIC_NAME or not key.isprintable():
+            raise ValueError(f"the metric {name} returned the name {clip(repr(key))}: names are printable text "
+                             f"of 1 to {MAX_METRIC_NAME} characters")
         try:
             number = float(v)
         except (TypeError, ValueError):

@@ -113,7 +113,10 @@ def model_section(table: ModelTable) -> list[str]:
         out += [""] + _notes(notes, sources)
     head, user_rows = user_metric_table(table, many_devices)
     if head:
-        out += ["", "Your metric (`data.metric`):", ""] + _table(head, "ll" + "r" * (len(head) - 2), user_rows)
+        out += ["", "Your metric (`data.metric`):"]
+        for group in _fit(head, user_rows, lead=2):
+            out += [""] + _table([head[i] for i in group], "ll" + "r" * (len(group) - 2),
+                                 [[r[i] for i in group] for r in user_rows])
     return out
 
 
@@ -177,26 +180,27 @@ def delegate_sections(tables: list[ModelTable]) -> list[str]:
                 "speed-up over `cpu` (the built-in kernels) on the same device and threads.")
     for (device, model, threads), (delegates, rows) in comparisons.items():
         out += ["", f"### {model} on {device}, {threads} thread{'s' * (threads != 1)}"]
-        cells = {variant: {d: _delegate_cell(values.get(d), values.get("cpu")) for d in delegates}
-                 for variant, values in rows.items()}
-        for chunk in _fit(delegates, cells):
-            out += [""] + _table(["variant", *chunk], "l" + "r" * len(chunk),
-                                 [[variant, *(texts[d] for d in chunk)] for variant, texts in cells.items()])
+        head = ["variant", *delegates]
+        lines = [[variant, *(_delegate_cell(values.get(d), values.get("cpu")) for d in delegates)]
+                 for variant, values in rows.items()]
+        for group in _fit(head, lines, lead=1):
+            out += [""] + _table([head[i] for i in group], "l" + "r" * (len(group) - 1),
+                                 [[line[i] for i in group] for line in lines])
     return out
 
 
-def _fit(delegates: list[str], cells: dict[str, dict[str, str]]) -> list[list[str]]:
-    """The delegates in consecutive groups, each group's table within WIDTH (one to a group at least)."""
-    def width(group: list[str]) -> int:
-        lines = [["variant", *group]] + [[v, *(texts[d] for d in group)] for v, texts in cells.items()]
-        return max(len(_line(line)) for line in lines)
+def _fit(head: list[str], rows: list[list[str]], lead: int) -> list[list[int]]:
+    """A table too wide for WIDTH as several: column indices in groups, each group the `lead`
+    columns that name a row, then as many of the other columns, in order, as fit (one at least)."""
+    def width(columns: list[int]) -> int:
+        return max(len(_line([line[i] for i in columns])) for line in [head, *rows])
 
-    groups: list[list[str]] = []
-    for delegate in delegates:
-        if groups and width(groups[-1] + [delegate]) <= WIDTH:
-            groups[-1].append(delegate)
+    groups: list[list[int]] = []
+    for column in range(lead, len(head)):
+        if groups and width(groups[-1] + [column]) <= WIDTH:
+            groups[-1].append(column)
         else:
-            groups.append([delegate])
+            groups.append([*range(lead), column])
     return groups
 
 

@@ -94,6 +94,10 @@ def test_a_user_metric_gives_numbers_or_a_clear_error():
     assert user_metrics(lambda y, out: np.float32(0.5), labels, outputs) == {"user_<lambda>": 0.5}
     with pytest.raises(ValueError, match="the metric words returned str for 'words', not a number"):
         user_metrics(words, labels, outputs)
+    for bad in ({"x" * 41: 1.0}, {"": 1.0}, {3: 1.0}, {"a\nb": 1.0}):
+        with pytest.raises(ValueError, match="names are printable text of 1 to 40 characters"):
+            user_metrics(lambda y, out, bad=bad: bad, labels, outputs)
+    assert user_metrics(lambda y, out: {"x" * 40: 1}, labels, outputs) == {"user_" + "x" * 40: 1.0}
 
 
 def test_score_top5_encoding_has_no_sqnr():

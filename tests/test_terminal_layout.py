@@ -180,6 +180,28 @@ def test_a_delegate_comparison_too_wide_for_one_table_is_split():
     assert shown == ["cpu", "xnnpack", "gpu", "nnapi", "reference", "gpu_fp16", "hexagon"]
 
 
+def test_a_user_metric_of_many_names_is_split_into_tables_that_fit():
+    names = [f"f1_class_{i:02d}_{'x' * 20}" for i in range(16)]  # MAX_USER_METRICS names of 32 characters
+    cells = [c for c in many_target_cells() if c["model"] == "digits_cnn"]
+    for n, c in enumerate(cells):
+        if c["status"] == "ok":
+            c["metrics"].update({f"user_{name}": 0.5 + 0.001 * (n + i) for i, name in enumerate(names)})
+    text = render("markdown", cells, RUN, DEVICES)
+    assert max(len(line) for line in text.splitlines()) <= WIDTH
+    mine = text.split("Your metric (`data.metric`):")[1].split("\n### ")[0]
+    heads = [line.strip("| ").split(" | ") for line in mine.splitlines() if line.startswith("| target |")]
+    assert len(heads) >= 4 and all(head[:2] == ["target", "variant"] for head in heads)
+    assert [name for head in heads for name in head[2:]] == sorted(names)  # each name once, in order
+    ok = [c for c in cells if c["status"] == "ok"]
+    rows = [line for line in mine.splitlines() if line.startswith("| ") and not line.startswith("| target |")]
+    assert len(rows) == len(heads) * len(ok)  # every measured cell in every group
+    cell = next(c for c in ok if (c["device_name"], c["delegate"], c["threads"], c["variant"])
+                == ("local", "cpu", 2, "int8"))
+    for head in heads:  # the cell's row in each group holds its values of that group's names
+        values = [f"{cell['metrics']['user_' + name]:.4g}" for name in head[2:]]
+        assert "| " + " | ".join(["local cpu 2t", "int8", *values]) + " |" in rows
+
+
 def test_wrap_breaks_at_spaces_and_inside_long_paths_only():
     text = "see " + "/very/long/path/" * 6 + "file.log for the reason"
     lines = wrap(text, "  ", width=40)
