@@ -4,6 +4,7 @@ sizes are the printed value times 1024^n, rounded."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -315,6 +316,21 @@ def test_a_known_prefix_on_every_line_changes_nothing(prefix):
         text = read(name)
         prefixed = "\n".join(prefix + line for line in text.splitlines())
         assert parse(prefixed) == parse(text), (name, prefix)
+
+
+PUBLISHED_FACTS = json.loads((FIXTURES / "published-facts.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_FACTS))
+def test_published_outputs_it_was_not_written_for(name):
+    """Fixtures 23-47: 25 more published outputs (v1.0 to v16, logs and consoles, prompts, banners,
+    exporters' lines, tables cut where a paste ends, co-compiled models, failures), collected after
+    the parser was written; every fact of each (320 in all: values, and each row of its operator
+    table in order) was written down by hand before the parser first read it."""
+    facts = dict(PUBLISHED_FACTS[name])
+    operators = facts.pop("operators", [])
+    assert parse(read(name)) == expected(**facts, operators=rows(*((r["operator"], r["count"], r["status"])
+                                                                    for r in operators)))
 
 
 def _well_formed(result: dict) -> None:
