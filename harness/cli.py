@@ -4,7 +4,10 @@ instant and TensorFlow is loaded only by the build worker, when something must b
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -35,6 +38,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.artifacts import Cache
     from harness.build import require_converter
     from harness.config import load_inventory, load_plan, select_devices
+    from harness.files import check_output
     from harness.lock import DeviceLocks
     from harness.report import render
     from harness.store import Store
@@ -52,6 +56,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                                  f"{plan.sha256[:12]}, the run's {resume['plan_sha256'][:12]}); "
                                                  "--resume needs the plan the run was made with")
         targets = select_devices(plan, inventory, args.devices)
+        check_output("--html", args.html, [("the results store", args.db), ("the plan", plan.source),
+                                           ("the inventory", inventory.source)])
         cache = Cache(args.cache_dir)
         cache.check()
         require_converter(plan, cache)
@@ -151,6 +157,11 @@ def _resume_settings(args: argparse.Namespace, store) -> dict:
     import json
 
     run = store.run(store.resolve_run(args.resume))
+    if run["status"] == "ok":
+        counts = store.status_counts(run["id"])
+        raise ConfigError(str(args.db), "--resume", f"run {run['id']} finished with every cell settled "
+                          f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no cells'}): "
+                          "nothing is left to measure")
     original = parser().parse_args(json.loads(run["argv_json"] or '["sweep"]'))
     args.plan = args.plan or run["plan_path"]
     if args.inventory is None and run["inventory_path"] and not run["inventory_path"].startswith("<"):
@@ -162,9 +173,11 @@ def _resume_settings(args: argparse.Namespace, store) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from harness.files import check_output
     from harness.report import render
     from harness.store import Store
 
+    check_output("--out", args.out, [("the results store", args.db)])
     store = Store.open_existing(args.db)
     try:
         run_id = store.resolve_run(args.run)
@@ -176,7 +189,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.out:
-        print(_write_atomically(args.out, text))
+        written = _write_atomically(args.out, text)
+        if written.is_file():
+            print(written)
     else:
         sys.stdout.write(text)
     return 0
@@ -198,9 +213,11 @@ def _html(store, run_id: str) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from harness import export
+    from harness.files import check_output
     from harness.metrics import UNITS
     from harness.store import Store
 
+    check_output("--out", args.out, [("the results store", args.db)])
     store = Store.open_existing(args.db)
     try:
         if args.run == "all":
@@ -214,7 +231,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             frame = export.metric_rows(runs, UNITS)
     finally:
         store.close()
-    print(export.write(frame, args.format, Path(args.out)))
+    written = export.write(frame, args.format, Path(args.out))
+    if written.is_file():  # not when it was standard output (/dev/stdout) or a pipe: the path would join the data
+        print(written)
     print(f"harness: {len(frame):,} rows of {'samples' if args.samples else 'metrics'} from {len(ids)} run(s)",
           file=sys.stderr)
     return 0
@@ -229,15 +248,52 @@ def _write_atomically(path: str, text: str) -> Path:
     return out
 
 
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+TAG = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # a baseline tag: a name in a command line and a CI file
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from harness.store import Store
 
     if args.action == "set":
         if not args.run or not args.tag:
             raise ConfigError("command line", "baseline set", "needs a run and --tag NAME")
+        if not re.fullmatch(TAG, args.tag) or args.tag == "latest":
+            raise ConfigError("command line", "--tag", f"{args.tag!r}: a tag is 1 to 64 letters, digits, '.', "
+                              "'_' or '-', starting with a letter or digit, and not 'latest'")
         store = Store.open_existing(args.db)
         try:
             run_id = store.resolve_run(args.run)
+            runs = [r[0] for r in store.db.execute("SELECT id FROM runs WHERE id LIKE ?",
+                                                   (args.tag.replace("%", "") + "%",))]
+            if runs or re.fullmatch(r"\d{8}-.*", args.tag):
+                raise ConfigError("command line", "--tag", f"{args.tag!r} looks like a run id"
+                                  + (f" ({runs[0]})" if runs else "") + ": `--baseline` would not know which "
+                                  "you meant; give the tag a name (release-1.4, nightly)")
+            if not store.status_counts(run_id).get("ok"):
+                raise ConfigError(str(args.db), "baseline set", f"run {run_id} ({store.run(run_id)['status']}) "
+                                                                "has no ok cell to compare against")
             before = store.set_baseline(args.tag, run_id, args.note)
         finally:
             store.close()
@@ -273,13 +329,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     import csv
 
     from harness import history
+    from harness.files import check_output
     from harness.store import Store
 
+    if not (args.min_change >= 0):  # NaN too
+        raise ConfigError("command line", "--min-change", f"must be a fraction >= 0 (0.05 is 5 %), not {args.min_change:g}")
+    out = args.plot or f"results/history-{args.model}-{args.device}.png"
+    check_output("--plot", out, [("the results store", args.db)])
     store = Store.open_existing(args.db)
     try:
         rows = store.history(args.model, args.device, args.metric)
+        names = store.metric_names(args.model, args.device) if rows else []
     finally:
         store.close()
+    if rows and args.metric not in names:
+        raise ConfigError(args.db, "--metric", f"no metric {args.metric!r} stored for {args.model!r} on "
+                                               f"{args.device!r} (stored: {', '.join(names)})")
     rows = [r for r in rows if (not args.variant or r["variant"] == args.variant)
             and (not args.delegate or r["delegate"] == args.delegate)
             and (args.threads is None or r["threads"] == args.threads)]
@@ -293,7 +358,6 @@ def cmd_history(args: argparse.Namespace) -> int:
     writer.writerow(history.COLUMNS)
     for row in history.rows(series):
         writer.writerow(row)
-    out = args.plot or f"results/history-{args.model}-{args.device}.png"
     path = history.plot(series, args.model, args.device, args.metric, Path(out))
     for s in series:
         for step in s.steps:
@@ -403,7 +467,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
         text = Path(args.file).read_text(errors="replace") if args.file != "-" else sys.stdin.read()
     except OSError as exc:
         raise ConfigError(args.file, None, f"cannot read: {exc.strerror or exc}") from None
-    print(json.dumps(parse(text), indent=1))
+    result = parse(text)
+    print(json.dumps(result, indent=1))
+    if all(value is None or (value in ([], {}, 0) and not isinstance(value, bool)) for value in result.values()):
+        # as grep: exit 1 when nothing matched
+        print(f"harness: parse: nothing in {args.file} reads as {args.tool} output", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -439,7 +508,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"artifact cache (default $HARNESS_CACHE or {DEFAULT_CACHE})")
     p.add_argument("--html", metavar="PATH", help="also write the run's HTML report here (as `harness report "
                                                   "--format html` would) and print its path before the run id")
-    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--lock-wait", type=seconds, default=0.0, metavar="SECONDS",
                    help="when another sweep is measuring one of the devices, wait up to this long for it "
                         "(default 0: stop at once, exit 2)")
     p.add_argument("--cluster", metavar="ADDRESS",
@@ -531,7 +600,7 @@ def parser() -> argparse.ArgumentParser:
                                    "does not have is null). benchmark_model: TFLite/LiteRT's benchmark tool, "
                                    "any version, with or without Android log prefixes. edgetpu_compiler: "
                                    "Coral's compiler, its console output (best with -s) or its *_edgetpu.log; "
-                                   "sizes in bytes.")
+                                   "sizes in bytes. Exit 1 when nothing in the file reads as that tool's output.")
     p.add_argument("tool", choices=PARSERS, help="which tool wrote the output")
     p.add_argument("file", help="the saved output ('-' for standard input)")
     p.set_defaults(func=cmd_parse)
@@ -567,9 +636,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("HOME") == "":  # `HOME= harness ...`: ~ would be /, locks and caches beside nobody's
+        del os.environ["HOME"]  # so ~ is the account's home, from the password database
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not at exit
+        return code
+    except BrokenPipeError:  # `harness ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a command killed by SIGPIPE
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"harness: error: {exc.filename or 'standard output'}: cannot write: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -580,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         print("harness: interrupted", file=sys.stderr)
         return 130
     except sqlite3.Error as exc:  # the store failed outside a sweep's cells (locked past the busy timeout, disk full)
+        if "readonly" in str(exc):
+            print(f"harness: error: {getattr(args, 'db', '?')}: the store is read-only here (its file or its "
+                  "directory): pass --db a writable copy", file=sys.stderr)
+            return 2
         print(f"harness: the results store failed: {type(exc).__name__}: {exc} (--db {getattr(args, 'db', '?')})",
               file=sys.stderr)
         return 1

@@ -138,6 +138,21 @@ def _loader() -> type:
                 problem = f"not a valid {tag}: {show(node.value)}{why}"
                 raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
+        def construct_mapping(self, node, deep=False):
+            """A key written twice in one mapping is an error, not the last one silently winning
+            (`variants:` twice measures only the second list)."""
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[tuple[str, str], Any] = {}
+                for key, _ in node.value:
+                    if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    first = seen.setdefault((key.tag, key.value), key.start_mark)
+                    if first is not key.start_mark:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"{show(key.value)} is given twice in one mapping (first at line "
+                                        f"{first.line + 1})", key.start_mark)
+            return super().construct_mapping(node, deep)
+
     return Loader
 
 
@@ -359,6 +374,9 @@ def load_plan(path: Path | str, inventory: Inventory) -> Plan:
     _positive(protocol, source, "protocol",
               ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "repetitions"),
               allow_zero=("warmup_runs", "warmup_min_secs", "min_secs"))
+    if protocol.min_secs > protocol.max_secs:
+        raise ConfigError(source, "protocol.max_secs", f"{protocol.max_secs:g} s is below min_secs "
+                                                       f"{protocol.min_secs:g} s: a launch could not satisfy both")
     timeouts = build(Timeouts, _section(raw, "timeouts"), source, "timeouts")
     _positive(timeouts, source, "timeouts", ("run_timeout_s", "convert_timeout_s"))
     quarantine_after = _coerce(raw.get("quarantine_after", 3), int, source, "quarantine_after")
@@ -427,11 +445,16 @@ def _thread_counts(threads: tuple[int, ...], source: str, key: str) -> tuple[int
 
 def select_devices(plan: Plan, inventory: Inventory, wanted: str | None) -> tuple[Target, ...]:
     """The plan's targets, narrowed to `--devices a,b` when given."""
-    if not wanted:
+    if wanted is None:
         return plan.targets
-    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    names = [n.strip() for n in wanted.split(",")]
     known = {t.device for t in plan.targets}
-    for name in names:
+    if not any(names) or not all(names):
+        raise ConfigError("--devices", None, f"expected device names separated by commas, got {wanted!r} "
+                                             f"(targets of plan {plan.source}: {', '.join(sorted(known))})")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError("--devices", name, "listed twice")
         if name not in known:
             raise ConfigError("--devices", name, f"not a target of plan {plan.source} (targets: {', '.join(sorted(known))})")
     return tuple(t for t in plan.targets if t.device in names)

@@ -36,6 +36,7 @@ def sampled(store, run_id: str, history_runs: int = 0) -> list:
 def cmd_gate(args: argparse.Namespace) -> int:
     from harness import gate, gate_report
     from harness.cli import _write_atomically
+    from harness.files import check_output
     from harness.store import Store
 
     settings = gate.Settings(threshold=args.threshold, alpha=args.alpha, min_launches=args.min_launches,
@@ -49,6 +50,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
         from harness.confirm import Budget
 
         budget = Budget.parse(args.confirm_budget)
+    for option, path in (("--markdown", args.markdown), ("--junit", args.junit)):
+        check_output(option, path, [("the results store", args.db)])
+    if args.markdown and args.junit and os.path.abspath(args.markdown) == os.path.abspath(args.junit):
+        raise ConfigError("command line", "--junit", f"{args.junit} is also --markdown's file (give two paths)")
     store = Store.open_existing(args.db)
     try:
         base_id, tag = store.resolve_baseline(args.baseline)
@@ -127,7 +132,7 @@ def _confirm(args, store, verdicts, settings, budget, base_id: str, cand_id: str
 
 
 def add_gate_parser(sub, db) -> None:
-    from harness.cli import DEFAULT_CACHE, DEFAULT_INVENTORY
+    from harness.cli import DEFAULT_CACHE, DEFAULT_INVENTORY, count, seconds
     from harness.noise import INTERFERENCE
 
     p = sub.add_parser(
@@ -154,7 +159,7 @@ def add_gate_parser(sub, db) -> None:
     p.add_argument("--interference", type=float, default=INTERFERENCE, metavar="FRACTION",
                    help="a launch this far above its side's 10th percentile was slowed by interference and is left "
                         f"out, counted (default {INTERFERENCE:g}; 0 keeps every launch)")
-    p.add_argument("--history-runs", type=int, default=10, metavar="N",
+    p.add_argument("--history-runs", type=count, default=10, metavar="N",
                    help="add each cell's run-to-run spread from its launches in up to N earlier runs on the same "
                         "device (needs 3; default 10; 0: this pair of runs only)")
     p.add_argument("--confirm", action="store_true",
@@ -178,7 +183,7 @@ def add_gate_parser(sub, db) -> None:
     p.add_argument("--cache-dir", default=os.environ.get("HARNESS_CACHE", DEFAULT_CACHE),
                    help=f"where sweeps kept what they measured, for --confirm (default $HARNESS_CACHE or "
                         f"{DEFAULT_CACHE})")
-    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--lock-wait", type=seconds, default=0.0, metavar="SECONDS",
                    help="--confirm: wait this long for a sweep measuring the same device (default 0: exit 2)")
     p.add_argument("--strict", action="store_true",
                    help="also fail on inconclusive and not comparable cells (a cell that failed, a new runtime)")

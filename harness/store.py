@@ -13,6 +13,7 @@ row each they made a quick sweep ~30 MB, as BLOBs ~3 MB."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -97,7 +98,7 @@ class Store:
 
     BUSY_TIMEOUT_S = 60.0
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, read_only: bool = False):
         self.path = Path(path)
         refuse_what_is_not_a_store(self.path)
         self._new = not self.path.exists()
@@ -107,7 +108,11 @@ class Store:
             raise ConfigError(str(self.path), None, f"cannot create its directory: {exc.strerror or exc}") from None
         # Device workers write from their threads; one lock serializes them on this connection.
         try:
-            self.db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, check_same_thread=False)
+            if read_only:  # a store this user may not write: read as it is, no -wal/-shm left beside it
+                uri = f"{self.path.absolute().as_uri()}?mode=ro&immutable=1"
+                self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, check_same_thread=False)
         except sqlite3.Error as exc:
             raise ConfigError(str(self.path), None, f"cannot open the store: {exc}{sqlite_hint(exc)}") from None
         self.lock = threading.RLock()
@@ -116,7 +121,7 @@ class Store:
             refuse_a_foreign_database(self.db, self.path)
             self.db.execute("PRAGMA foreign_keys = ON")
             open_schema(self.db, str(self.path))  # refuses a newer store before anything is written
-            self.journal_mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.journal_mode = self.db.execute("PRAGMA journal_mode" + ("" if read_only else " = WAL")).fetchone()[0]
         except ValueError as exc:
             self._abandon()
             raise ConfigError(str(self.path), "schema_version", str(exc)) from None
@@ -147,7 +152,10 @@ class Store:
         """A store that must already exist (report, gate): a missing file is an error, not a new store."""
         if not Path(path).exists():
             raise ConfigError(str(path), None, "no results store here (run `harness sweep` first, or pass --db)")
-        return cls(path)
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise ConfigError(str(path), None, "an empty file, not a results store (run `harness sweep` first, "
+                                               "or pass --db)")
+        return cls(path, read_only=Path(path).is_file() and not os.access(path, os.W_OK))
 
     def close(self) -> None:
         self.db.close()
@@ -284,6 +292,14 @@ class Store:
             "AND (? IS NULL OR (r.started_at, r.rowid) <= (SELECT started_at, rowid FROM runs WHERE id = ?)) "
             "ORDER BY r.started_at, r.rowid, c.id", (metric, model, device, device, device, until, until))
         return [dict(r) for r in rows]
+
+    def metric_names(self, model: str, device: str) -> list[str]:
+        """The metrics stored for `model`'s ok cells on `device` (name, fingerprint id or identity)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT m.name FROM metrics m JOIN cells c ON c.id = m.cell_id WHERE c.model = ? AND "
+            "(c.device_name = ? OR c.device_fingerprint = ? OR c.device_identity = ?) AND c.status = 'ok' "
+            "ORDER BY m.name", (model, device, device, device))
+        return [r[0] for r in rows]
 
     def launch_history(self, before_run: str, limit: int) -> dict[tuple, list[list[float]]]:
         """(device identity, model, variant, delegate, threads) -> for each of the up to `limit` most

@@ -37,7 +37,16 @@ def host_of(address: str) -> str | None:
     return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
 
 
-def public_addresses(host: str) -> list[str]:
+def port_of(address: str) -> str | None:
+    """The port part of `ray://host:port`, `host:port`, `[v6]:port`, as written; None without one."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    if rest.startswith("["):
+        tail = rest.split("]", 1)[1] if "]" in rest else ""
+        return tail[1:] if tail.startswith(":") else None
+    return rest.rsplit(":", 1)[1] if rest.count(":") == 1 else None
+
+
+def public_addresses(host: str, option: str = "--cluster") -> list[str]:
     """The addresses `host` stands for that are neither loopback, private nor link-local. A name
     is resolved (the system's resolver, as Ray will); an address literal is taken as it is."""
     try:
@@ -46,7 +55,7 @@ def public_addresses(host: str) -> list[str]:
         try:
             found = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)]
         except (socket.gaierror, UnicodeError) as exc:
-            raise ConfigError("--cluster", host, f"cannot resolve this host name: {exc}") from None
+            raise ConfigError(option, host, f"cannot resolve this host name: {exc}") from None
     return sorted({str(a) for a in found if not (a.is_loopback or a.is_private or a.is_link_local)})
 
 
@@ -56,7 +65,16 @@ def check_address(address: str, allow_public: bool, option: str = "--cluster") -
         if address != "auto":
             raise ConfigError(option, address, "expected auto, HOST:PORT or ray://HOST:PORT")
         return
-    public = public_addresses(host)
+    port = port_of(address)
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(option, address, f"the port {port!r} is not a port number (1 to 65535)")
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ConfigError(option, address, "is every interface of this host (Ray would listen on all of "
+                                               "them); give the one address of the lab's private network")
+    except ValueError:
+        pass  # a name, resolved below
+    public = public_addresses(host, option)
     if public and not allow_public:
         raise ConfigError(option, address, f"{host} is a public address ({', '.join(public)}): a Ray cluster "
                                            "reachable from the internet runs anyone's code. Keep the lab on a private "

@@ -43,6 +43,12 @@ def start_argv(args: Any, inventory: Any) -> list[str]:
         raise ConfigError("--name", args.name, "expected a lab host's name (letters, digits, '_', '.', '-')")
     if not args.head and not args.address:
         raise ConfigError("lab-host start", None, "give --address HEAD:PORT to join a cluster, or --head to start one")
+    if args.head and args.address:
+        raise ConfigError("lab-host start", None, "give either --head (start a cluster) or --address (join one)")
+    if not args.head and args.temp_dir:
+        raise ConfigError("--temp-dir", args.temp_dir, "is for the head (--head); a joining node uses the head's")
+    if args.head and not 1 <= args.port <= 65535:
+        raise ConfigError("--port", str(args.port), "not a port number (1 to 65535)")
     check_address(args.node_ip_address, args.allow_public_cluster, "--node-ip-address")
     if _is_loopback(args.node_ip_address):
         others = host_addresses()

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, harness_cli, inventory_yaml, write  # noqa: E402
 
 DOC = ROOT / "docs" / "errors.md"
+DB = "results.sqlite"
 TINY_PLAN = "name: p\nmodels:\n  - path: model.tflite\n"
 LOCAL = [{"name": "local", "transport": "local", "delegates": ["cpu"]}]
 
@@ -211,12 +212,49 @@ def _locked(tmp: Path) -> dict:
 
 
 CASES["env-second-sweep-same-device"] = (_locked, ["sweep", "--plan", "p.yaml"])
+
+
+def _finished_run(tmp: Path) -> None:
+    """A store holding run 20260301-221500-3fa9c2: finished ok, one ok cell with a latency."""
+    from harness.store import CellRecord, Store
+
+    store = Store(tmp / DB)
+    run = store.create_run(plan_name="p")
+    store.db.execute("UPDATE runs SET id = '20260301-221500-3fa9c2' WHERE id = ?", (run,))
+    store.db.commit()
+    store.add_cell("20260301-221500-3fa9c2", CellRecord(device_name="local", model="net", variant="fp32",
+                                                        delegate="cpu", threads=1, status="ok",
+                                                        metrics={"latency_p50_us": 100.0}))
+    store.finish_run("20260301-221500-3fa9c2", "ok")
+    store.close()
+
+
+CASES.update({
+    "plan-key-twice": (lambda t: write(t / "p.yaml", "models:\n  - path: model.tflite\n    variants: [fp32]\n"
+                                                     "    variants: [int8]\n"), ["sweep", "--plan", "p.yaml"]),
+    "plan-protocol-max-below-min": (lambda t: write(t / "p.yaml", TINY_PLAN + "protocol: {min_secs: 5, max_secs: 1}\n"),
+                                    ["sweep", "--plan", "p.yaml"]),
+    "option-devices-empty": (None, ["sweep", "--plan", "p.yaml", "--devices", ","]),
+    "option-devices-repeated": (None, ["sweep", "--plan", "p.yaml", "--devices", "local,local"]),
+    "option-lock-wait-negative": (None, ["sweep", "--plan", "p.yaml", "--lock-wait", "-5"]),
+    "option-html-is-the-plan": (None, ["sweep", "--plan", "p.yaml", "--html", "p.yaml"]),
+    "option-html-directory": (lambda t: (t / "reports").mkdir(), ["sweep", "--plan", "p.yaml", "--html", "reports"]),
+    "option-out-is-the-store": (_finished_run, ["report", "--out", DB]),
+    "option-resume-finished-run": (_finished_run, ["sweep", "--plan", "p.yaml", "--resume", "20260301"]),
+    "option-history-unknown-metric": (_finished_run, ["history", "--model", "net", "--device", "local",
+                                                      "--metric", "latency_p51_us", "--plot", "h.png"]),
+    "option-baseline-tag-like-a-run": (_finished_run, ["baseline", "set", "latest", "--tag", "20260301"]),
+    "option-baseline-tag-malformed": (None, ["baseline", "set", "latest", "--tag", "release 1.4"]),
+    "option-lab-host-every-interface": (_on_lab_host, ["lab-host", "start", "--name", "lab-a", "--head",
+                                                       "--node-ip-address", "0.0.0.0", "--inventory", "lab.yaml",
+                                                       "--dry-run"]),
+    "store-empty-file": (lambda t: write(t / DB, ""), ["report"]),
+})
 # these write the store into a place set up by a context (a mount), not into the working directory
 MOUNTED = {
     "env-read-only-results": ("ro,size=1m", False),
     "env-disk-full": ("size=64k", True),
 }
-DB = "results.sqlite"
 
 
 def doc_rows() -> dict[str, dict[str, str]]:
@@ -249,7 +287,7 @@ def run_case(case: str, tmp: Path) -> tuple[subprocess.CompletedProcess, dict, d
     env = setup(tmp) if setup else None
     env = env if isinstance(env, dict) else None
     before = snapshot(tmp)
-    if "--db" not in args:
+    if "--db" not in args and args[0] != "lab-host":  # lab-host start has no store
         args = [*args, "--db", DB]
     try:
         result = harness_cli(*args, cwd=tmp, env={**os.environ, **env} if env else None, timeout=300)

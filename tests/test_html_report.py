@@ -217,5 +217,5 @@ def test_an_output_that_cannot_be_written_is_one_clear_error(fixed_store, tmp_pa
     for args in (("export", "--format", "csv"), ("report", "--format", "html")):
         result = harness_cli(*args, "--out", str(taken), "--db", str(store.path))
         assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.strip() == f"harness: error: {taken}: cannot write: Is a directory"
+        assert result.stderr.strip() == f"harness: error: --out: {taken} is a directory (give a file path)"
         assert taken.is_dir() and not list(tmp_path.glob(".a-directory*"))
