@@ -104,7 +104,8 @@ def pivot(cells: list[dict[str, Any]]) -> list[ModelTable]:
             if m.get(name) is not None:
                 setattr(row, name, m[name])
         row.cells[target] = {"status": cell["status"], "reason": cell["reason"],
-                             "accuracy_source": cell.get("accuracy_source"), **m}
+                             "accuracy_source": cell.get("accuracy_source"), **m,
+                             "warnings": json.loads(cell.get("warnings_json") or "[]")}
     for table in tables.values():
         fp32 = next((r for r in table.rows if r.variant == "fp32"), None)
         for row in table.rows:
@@ -163,6 +164,21 @@ def user_metric_table(table: "ModelTable", many_devices: bool) -> tuple[list[str
             for target in table.targets for row in table.rows
             if row.cells.get(target, {}).get("status") == "ok"]
     return ["target", "variant", *(n[len("user_"):] for n in names)], rows
+
+
+SCORING_WARNINGS = ("accuracy not measured", "accuracy not scored", "the metric ")  # launch_reports.py's
+
+
+def scoring_warnings(table: "ModelTable", many_devices: bool) -> dict[str, list[str]]:
+    """What kept a measured cell's accuracy or the user's metric from being scored -> the cells
+    (target and variant) it happened to: shown under the table, not only kept in the store."""
+    found: dict[str, list[str]] = {}
+    for target in table.targets:
+        for row in table.rows:
+            for warning in row.cells.get(target, {}).get("warnings", ()):
+                if warning.startswith(SCORING_WARNINGS):
+                    found.setdefault(warning, []).append(f"{target.label(many_devices)} {row.variant}")
+    return found
 
 
 def accuracy_notes(table: "ModelTable") -> list[str]:

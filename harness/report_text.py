@@ -16,7 +16,7 @@ import re
 
 from harness.report import (ModelTable, _bytes, _delegate_cell, _group, _kb, _ms, _num, _ratio, accuracy_notes,
                             delegate_comparison, edgetpu_rows, fidelity, note_number, quality, quality_words,
-                            user_metric_table)
+                            scoring_warnings, user_metric_table)
 
 WIDTH = 120
 LONG_WORD = 30  # a word this long (a path, a URL, a build fingerprint) may break after a '/'
@@ -111,6 +111,10 @@ def model_section(table: ModelTable) -> list[str]:
     sources = accuracy_notes(table)
     if notes or sources:
         out += [""] + _notes(notes, sources)
+    unscored = scoring_warnings(table, many_devices)
+    if unscored:
+        out += [""] + [line for warning, where in unscored.items()
+                       for line in wrap(f"! {warning} ({', '.join(where)})", "    ")]
     head, user_rows = user_metric_table(table, many_devices)
     if head:
         out += ["", "Your metric (`data.metric`):"]

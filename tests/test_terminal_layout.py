@@ -202,6 +202,19 @@ def test_a_user_metric_of_many_names_is_split_into_tables_that_fit():
         assert "| " + " | ".join(["local cpu 2t", "int8", *values]) + " |" in rows
 
 
+def test_what_kept_a_cell_from_being_scored_is_shown_under_its_table():
+    cells = [c for c in many_target_cells() if c["model"] == "digits_cnn" and c["device_name"] == "local"]
+    raised = "the metric f1 raised ValueError: the metric f1 returned str for 'f1', not a number"
+    for c in cells:
+        if c["status"] == "ok" and c["variant"] in ("int8", "qat_int8") and c["threads"] == 1:
+            c["warnings_json"] = json.dumps([raised, "measured by `harness sweep --resume` at 2026-03-02"])
+    text = render("markdown", cells, RUN, DEVICES)
+    assert max(len(line) for line in text.splitlines()) <= WIDTH
+    shown = re.sub(r"\s+", " ", text.split("### digits_cnn")[1])
+    assert f"! {raised} (cpu 1t int8, cpu 1t qat_int8, xnnpack 1t int8, xnnpack 1t qat_int8)" in shown
+    assert "measured by" not in text  # not every warning: those that left a number out
+
+
 def test_wrap_breaks_at_spaces_and_inside_long_paths_only():
     text = "see " + "/very/long/path/" * 6 + "file.log for the reason"
     lines = wrap(text, "  ", width=40)
