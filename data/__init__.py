@@ -8,9 +8,9 @@ from __future__ import annotations
 from data.hashing import content_sha256, spec_key
 from data.keras_modes import KERAS_MODES
 from data.listing import IMAGE_EXTENSIONS
-from data.load import Split, check_labels, load_for_model, load_split
+from data.load import Split, check_labels, check_split_alone, load_for_model, load_split
 from data.spec import KINDS, DataSource, DataSpec, Preprocess, check_metric, parse_data, resolve_metric
 
 __all__ = ["IMAGE_EXTENSIONS", "KERAS_MODES", "KINDS", "DataSource", "DataSpec", "Preprocess", "Split",
-           "check_labels", "check_metric", "content_sha256", "load_for_model", "load_split", "parse_data", "resolve_metric",
+           "check_labels", "check_metric", "check_split_alone", "content_sha256", "load_for_model", "load_split", "parse_data", "resolve_metric",
            "spec_key"]

@@ -14,7 +14,7 @@ import numpy as np
 from data import listing
 from data.images import check_channel_steps, image_plan, load_image, normalize
 from data.spec import DataSource, Preprocess, refuse_image_steps
-from harness.config_checks import clip, show_path
+from harness.config_checks import clip, show, show_path
 from harness.errors import ConfigError
 
 Progress = Callable[[int, int], None]
@@ -88,6 +88,18 @@ def refuse_too_large(count: int, shape: tuple, src: DataSource, source: str, whe
 
 def _load_arrays(src: DataSource, pre: Preprocess, input_shape: tuple, source: str, where: str,
                  pre_where: str, task: str | None) -> Split:
+    x, y, total = _read_arrays(src, source, where, task)
+    x = _fit_shape(x, input_shape, source, where)
+    channels = x.shape[-1] if x.ndim > 1 else 1
+    check_channel_steps(pre, channels, f"x's last axis is {channels}", source, pre_where)
+    x = np.ascontiguousarray(normalize(x, pre), np.float32)
+    first = f"first {len(x)} of " if len(x) < total else ""
+    return Split(x, y, f"{first}{total} examples from {show_path(src.path)}")
+
+
+def _read_arrays(src: DataSource, source: str, where: str, task: str | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(x as float32, its first `limit` rows; their labels; how many rows the source has): what an
+    array split must be whatever the model (numbers, finite, one label per example, labels of a kind)."""
     if src.kind == "npz":
         x, y = _read_npz(src.path, source, where)
     else:
@@ -104,13 +116,18 @@ def _load_arrays(src: DataSource, pre: Preprocess, input_shape: tuple, source: s
     x = np.asarray(x[:count], np.float32)
     if not np.isfinite(x).all():
         raise ConfigError(source, where, f"x in {show_path(src.path)} holds NaN or infinite values")
-    x = _fit_shape(x, input_shape, source, where)
-    channels = x.shape[-1] if x.ndim > 1 else 1
-    check_channel_steps(pre, channels, f"x's last axis is {channels}", source, pre_where)
-    x = np.ascontiguousarray(normalize(x, pre), np.float32)
     y = None if y is None else _labels(np.asarray(y[:count]), task, source, where)
-    first = f"first {count} of " if count < total else ""
-    return Split(x, y, f"{first}{total} examples from {show_path(src.path)}")
+    return x, y, total
+
+
+def check_split_alone(spec, name: str, source: str, where: str) -> None:
+    """What can be checked of the spec's split `name` without the model (`where` is the data block's
+    key path): an array split's dtypes, values, lengths and labels. Its shape against the model's
+    input, the preprocessing's channels and the labels against the outputs wait for the model, and
+    so does an image folder (its images are decoded at the model's input size)."""
+    src = getattr(spec, name)
+    if src.kind in ("npz", "npy"):
+        _read_arrays(src, source, f"{where}.{name}", spec.task)
 
 
 def _read_npz(path: Path, source: str, where: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -119,9 +136,19 @@ def _read_npz(path: Path, source: str, where: str) -> tuple[np.ndarray, np.ndarr
             if "x" not in archive.files:
                 raise ConfigError(source, where, f"{show_path(path)} has no array 'x' (it has: "
                                   f"{', '.join(archive.files) or 'none'})")
-            return archive["x"], archive["y"] if "y" in archive.files else None
+            return tuple(_array(archive, key, path, source, where) if key in archive.files else None
+                         for key in ("x", "y"))
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(source, where, f"cannot read {show_path(path)}: {clip(str(exc))}") from None
+
+
+def _array(archive, key: str, path: Path, source: str, where: str) -> np.ndarray:
+    """archive[key], an array: NumPy hands a member that is not an .npy file back as its bytes."""
+    value = archive[key]
+    if not isinstance(value, np.ndarray):
+        raise ConfigError(source, where, f"{show_path(path)}: {key}.npy is not a NumPy array file "
+                          f"(no .npy header; it starts {show(bytes(value[:16]))})")
+    return value
 
 
 def _read_npy(path: Path, source: str, where: str) -> np.ndarray:

@@ -135,7 +135,9 @@ def resolve_metric(entry_point: str, base: Path | None, source: str, where: str)
     sys.path[:0] = path
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module may raise anything while importing
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the user's module may raise anything while importing, SystemExit too
         raise ConfigError(source, where, f"cannot import {module_name}: {type(exc).__name__}: {clip(str(exc))}") from None
     finally:
         for entry in path:

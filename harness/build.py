@@ -21,6 +21,7 @@ import models
 from devices.base import sha256_file
 from harness.artifacts import Artifact, Cache, source_key, variant_key
 from harness.config import ModelEntry, Plan
+from harness.config_checks import clip, model_contents, show_path
 from harness.edgetpu import Compiled, inspect_tflite
 from harness.errors import ConfigError
 from harness.provenance import PROJECT_ROOT
@@ -141,6 +142,48 @@ def require_converter(plan: Plan, cache: Cache) -> None:
         raise ConfigError(plan.source, f"models[{i}]", f"{entry.name} must be converted and this Python "
                           f"({sys.executable}) has no TensorFlow: install the harness's dependencies "
                           "(pip install -c constraints.txt -e .), or give a .tflite file")
+
+
+def check_model_files(plan: Plan) -> None:
+    """Before anything is built or measured: each model file holds what its kind needs. A .tflite's
+    FlatBuffer is verified by LiteRT (building an Interpreter verifies the buffer, allocates nothing:
+    about 0.1 s to import LiteRT once, under 1 ms per model); a .keras or SavedModel as far as can be
+    known without TensorFlow (harness/config_checks.py model_contents)."""
+    for i, entry in enumerate(plan.models):
+        where = f"models[{i}].path"
+        if entry.kind == "tflite":
+            verify_tflite(entry.path, plan.source, where)
+        elif entry.kind in ("keras", "saved_model"):
+            model_contents(entry.kind, entry.path, plan.source, where)
+
+
+def verify_tflite(path: Path, plan_source: str, where: str) -> None:
+    """A .tflite whose FlatBuffer LiteRT's verifier refuses (cut short, bytes flipped) is the plan's
+    refusal, not a cell that fails to load on every device."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # the runner falls back to tflite_runtime or tf.lite: they verify when loading
+        return
+    try:
+        Interpreter(model_path=str(path))
+    except ValueError as exc:
+        raise ConfigError(plan_source, where, f"{show_path(path)} is not a valid TFLite model "
+                          f"(LiteRT: {clip(str(exc))!r}; cut short or corrupted?)") from None
+
+
+def check_data(plan: Plan, cache: Cache) -> None:
+    """Before anything is trained or converted: a model's `data:` splits are loaded as far as the
+    model is known without TensorFlow (a zoo model's input shape and outputs are in its definition;
+    a Keras file's are not, so its arrays are checked alone), so a split the build would refuse is
+    refused before minutes of training. Only where the build worker will run: with every variant
+    and the eval set cached, the data was checked when they were built (its hash is in their key)."""
+    for i, entry in enumerate(plan.models):
+        if entry.kind == "tflite" or entry.data is None:
+            continue  # a given .tflite's eval split is loaded (and checked) before anything is measured
+        source, skey, keys = _keys(entry, plan.source, f"models[{i}]")
+        if all(cache.read_artifact(k) is not None for k in keys.values()) and cache.eval_path(skey).exists():
+            continue
+        source.check_data()
 
 
 def _build_keras(entry: ModelEntry, cache: Cache, plan: Plan, where: str, log: Log,

@@ -36,7 +36,7 @@ def _inventory_path(arg: str | None) -> str | None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.artifacts import Cache
-    from harness.build import require_converter
+    from harness.build import check_data, check_model_files, require_converter
     from harness.config import load_inventory, load_plan, select_devices
     from harness.files import check_output
     from harness.lock import DeviceLocks
@@ -61,6 +61,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cache = Cache(args.cache_dir)
         cache.check()
         require_converter(plan, cache)
+        check_model_files(plan)
+        check_data(plan, cache)  # before anything is trained: the user's data, as far as the model is known
         if store is None and Path(args.db).exists():  # a file that is not a store is refused before anything runs
             store = Store(args.db)
         on_lab = _lab_devices(args, inventory, targets)

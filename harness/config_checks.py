@@ -1,9 +1,11 @@
 """What the loaders of harness.config check beyond types: how a key or a value is shown in a
 message (bounded, whatever the YAML held), numbers that a timer and SQLite can take, lists without
-repeats, and model files that are what their names say. Pure: nothing here imports TensorFlow."""
+repeats, and model files that are what their names say (and, before a sweep measures, hold what
+their kind needs: `model_contents`). Pure: nothing here imports TensorFlow."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import reprlib
@@ -14,6 +16,8 @@ from typing import Any, Hashable, Sequence
 
 from harness.errors import ConfigError
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # what model.weights.h5 starts with
+KERAS_WEIGHTS = ("model.weights.h5", "model.weights.npz")  # the weights file Keras writes beside config.json
 TFLITE_MAGIC = b"TFL3"  # the flatbuffer file identifier, at bytes 4..8 of a .tflite
 INT_MIN, INT_MAX = -2**63, 2**63 - 1  # what SQLite's INTEGER holds
 
@@ -147,3 +151,105 @@ def _stat(path: Path, shown: str, source: str, key: str, missing_ok: bool = Fals
         raise ConfigError(source, key, f"cannot read {shown}: {exc.strerror or exc}") from None
     except ValueError:  # a character the file system cannot take (a lone surrogate)
         raise ConfigError(source, key, f"not a usable path: {shown}") from None
+
+
+def model_contents(kind: str, path: Path, source: str, key: str) -> None:
+    """What can be known of a Keras or SavedModel file without TensorFlow, checked before anything
+    is built: a .keras archive holds config.json (JSON naming a model class) and the weights file
+    Keras writes; a saved_model.pb is a SavedModel protobuf (a wire-format walk, nothing decoded).
+    A .tflite's FlatBuffer is verified by LiteRT (harness/build.py check_model_files)."""
+    shown = show_path(path)
+    try:
+        if kind == "keras":
+            _keras_archive(path, shown, source, key)
+        elif kind == "saved_model":
+            _saved_model_graph((path / "saved_model.pb").read_bytes(), shown, source, key)
+    except OSError as exc:
+        raise ConfigError(source, key, f"cannot read {shown}: {exc.strerror or exc}") from None
+
+
+def _keras_archive(path: Path, shown: str, source: str, key: str) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "config.json" not in names:
+                raise ConfigError(source, key, f"{shown} is not a Keras model: its archive holds no config.json "
+                                  f"(it holds: {show(names) if names else 'nothing'})")
+            weights = [name for name in KERAS_WEIGHTS if name in names]
+            if not weights:
+                raise ConfigError(source, key, f"{shown} is not a Keras model: its archive holds no "
+                                  f"{KERAS_WEIGHTS[0]} (the weights Keras saves beside config.json)")
+            config_text = archive.read("config.json")
+            head = archive.open(weights[0]).read(len(HDF5_MAGIC))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError) as exc:
+        raise ConfigError(source, key, f"{shown} is not a Keras model (a damaged zip archive: {clip(str(exc))})") from None
+    try:
+        config = json.loads(config_text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(source, key, f"{shown}: config.json is not JSON ({clip(str(exc))})") from None
+    name = config.get("class_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(source, key, f"{shown}: config.json names no model (no 'class_name' at its top)")
+    inner = config.get("config")
+    if name in ("Sequential", "Functional", "Model") and not (isinstance(inner, dict) and isinstance(inner.get("layers"), list)):
+        layers = inner.get("layers") if isinstance(inner, dict) else None
+        raise ConfigError(source, key, f"{shown}: config.json's {name} has no list of layers "
+                          f"(config.layers is {show(layers)})")
+    if weights[0].endswith(".h5") and head != HDF5_MAGIC:
+        raise ConfigError(source, key, f"{shown}: {weights[0]} is not an HDF5 file (Keras writes the weights as one)")
+
+
+# protobuf wire types that a field may have (3 and 4, groups, are not in proto3 messages)
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+def _proto_fields(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(field number, wire type, value start, value end) of each field of the message in data[start:end];
+    ValueError where the bytes are not a protobuf message."""
+    fields, i = [], start
+
+    def varint() -> int:
+        nonlocal i
+        value = shift = 0
+        while True:
+            if i >= end or shift > 63:
+                raise ValueError(f"a varint runs past byte {i}")
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while i < end:
+        at = i
+        tag = varint()
+        number, wire = tag >> 3, tag & 7
+        if number == 0 or wire not in (_VARINT, _I64, _LEN, _I32):
+            raise ValueError(f"no protobuf field at byte {at} (tag {tag})")
+        if wire == _VARINT:
+            varint()
+            fields.append((number, wire, at, i))
+            continue
+        size = {_I64: 8, _I32: 4}.get(wire) or varint()
+        if i + size > end:
+            raise ValueError(f"field {number} at byte {at} runs {i + size - end} bytes past its end")
+        fields.append((number, wire, i, i + size))
+        i += size
+    return fields
+
+
+def _saved_model_graph(data: bytes, shown: str, source: str, key: str) -> None:
+    """saved_model.pb is a SavedModel message: field 1 its schema version (a varint), field 2 its
+    MetaGraphDefs (messages, at least one)."""
+    try:
+        fields = _proto_fields(data, 0, len(data))
+        graphs = [(s, e) for number, wire, s, e in fields if number == 2]
+        if any(wire != (_VARINT if number == 1 else _LEN) for number, wire, _, _ in fields if number in (1, 2)):
+            raise ValueError("its fields 1 and 2 are not a schema version and meta graphs")
+        if not graphs:
+            raise ValueError("it holds no meta graph")
+        for s, e in graphs:
+            _proto_fields(data, s, e)
+    except ValueError as exc:
+        raise ConfigError(source, key, f"{shown}/saved_model.pb is not a SavedModel ({exc})") from None

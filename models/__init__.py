@@ -31,6 +31,8 @@ def resolve(name: str, kind: str, zoo: str | None = None, path=None, data=None, 
 
         source = FileSource(name, path, kind)
     source.name = name
+    if kind == "zoo":
+        source.known_io = zoo_io(zoo)
     if data is not None:
         from models.user_data import WithData
 
@@ -38,4 +40,18 @@ def resolve(name: str, kind: str, zoo: str | None = None, path=None, data=None, 
     return source
 
 
-__all__ = ["ZOO", "EvalSet", "FineTune", "Source", "resolve"]
+def zoo_io(zoo: str) -> tuple[tuple[int, ...], int]:
+    """(input shape without the batch dimension, output units) of a zoo model as its definition
+    builds it, without TensorFlow: digits_cnn takes size x size and ends in Dense(10) (models/digits.py
+    build); a Keras application takes size x size x 3 and has 1000 classes (models/keras_apps.py
+    make). tests/test_data.py holds these against the built models."""
+    if zoo == "digits_cnn":
+        from models.digits import SETTINGS
+
+        return (SETTINGS["size"], SETTINGS["size"]), 10
+    from models.keras_apps import SETTINGS
+
+    return (SETTINGS["size"], SETTINGS["size"], 3), 1000
+
+
+__all__ = ["ZOO", "EvalSet", "FineTune", "Source", "resolve", "zoo_io"]

@@ -50,6 +50,10 @@ class Source(ABC):
     """A model the harness turns into variants."""
 
     name: str
+    # (input shape without the batch dimension, output units) as the source's definition gives them,
+    # known without TensorFlow before the model is built (the zoo's, models/__init__.py zoo_io); None
+    # where only the built model knows
+    known_io: tuple[tuple[int, ...], int] | None = None
 
     @abstractmethod
     def key_material(self) -> Any:

@@ -31,8 +31,20 @@ FINE_TUNE = {"min_epochs": 2, "min_steps": 400, "batch_size": 32, "learning_rate
 class WithData(Source):
     def __init__(self, inner: Source, spec, plan_source: str, where: str):
         self.inner, self.spec, self.plan_source, self.where = inner, spec, plan_source, where
-        self.name = inner.name
+        self.name, self.known_io = inner.name, inner.known_io
         self.log: Callable[[str], None] = lambda message: None
+
+    def check_data(self) -> None:
+        """Every split the plan gives, checked before the model is built (ConfigError if one cannot be
+        loaded): loaded for the model where its input and outputs are known without TensorFlow (the
+        zoo's), else its arrays checked alone (what needs the model waits for it: see `split`)."""
+        from data import check_split_alone, load_for_model
+
+        for name in self.spec.splits():
+            if self.known_io is not None:
+                load_for_model(self.spec, name, *self.known_io, self.plan_source, f"{self.where}.data")
+            else:
+                check_split_alone(self.spec, name, self.plan_source, f"{self.where}.data")
 
     def key_material(self):
         from data import spec_key

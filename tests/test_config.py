@@ -312,6 +312,89 @@ def test_bad_input_that_crashed_the_inventory_loader(tmp_path, text, key, messag
     assert (info.value.source, info.value.key, info.value.message) == (str(path), key, message)
 
 
+# -- what a model file holds, checked before a sweep builds or measures it --------------------------
+
+
+def contents_message(kind: str, path: Path) -> str:
+    from harness.config_checks import model_contents
+
+    with pytest.raises(ConfigError) as info:
+        model_contents(kind, path, "plan.yaml", "models[0].path")
+    assert (info.value.source, info.value.key) == ("plan.yaml", "models[0].path")
+    return info.value.message
+
+
+def _keras_zip(path: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_keras_archive_must_hold_a_model_config_and_its_weights(tmp_path):
+    from harness.config_checks import model_contents
+
+    h5 = b"\x89HDF\r\n\x1a\n" + bytes(8)
+    good = {"config.json": '{"class_name": "Sequential", "config": {"layers": []}}', "metadata.json": "{}",
+            "model.weights.h5": h5}
+    model_contents("keras", _keras_zip(tmp_path / "good.keras", good), "plan.yaml", "models[0].path")
+    model_contents("keras", _keras_zip(tmp_path / "npz.keras", {**{k: v for k, v in good.items() if k != "model.weights.h5"},
+                                                                 "model.weights.npz": b"PK"}), "p", "k")
+    cases = [
+        ({"readme.txt": "hi"}, "is not a Keras model: its archive holds no config.json (it holds: ['readme.txt'])"),
+        ({"config.json": good["config.json"]}, "its archive holds no model.weights.h5"),
+        ({**good, "config.json": "{not json"}, "config.json is not JSON"),
+        ({**good, "config.json": "[1, 2]"}, "config.json names no model (no 'class_name' at its top)"),
+        ({**good, "config.json": '{"config": {}}'}, "config.json names no model"),
+        ({**good, "config.json": '{"class_name": "Sequential", "config": {"layers": 5}}'},
+         "config.json's Sequential has no list of layers (config.layers is 5)"),
+        ({**good, "model.weights.h5": b"junk"}, "model.weights.h5 is not an HDF5 file"),
+    ]
+    for i, (members, words) in enumerate(cases):
+        path = _keras_zip(tmp_path / f"m{i}.keras", members)
+        assert contents_message("keras", path).startswith(f"{path}") and words in contents_message("keras", path)
+
+
+def test_a_saved_model_pb_must_be_a_saved_model_protobuf(tmp_path):
+    from harness.config_checks import model_contents
+
+    (tmp_path / "sm").mkdir()
+    pb = tmp_path / "sm" / "saved_model.pb"
+    # schema version 1, one meta graph holding a graph_def (field 2) of one byte-string field
+    meta_graph = b"\x12\x04\x0a\x02ab"
+    pb.write_bytes(b"\x08\x01\x12" + bytes([len(meta_graph)]) + meta_graph)
+    model_contents("saved_model", tmp_path / "sm", "plan.yaml", "models[0].path")
+    for data, words in [(b"junk\n", "field 13 at byte 0 runs 114 bytes past its end"),
+                        (b"", "it holds no meta graph"), (b"\x08\x01", "it holds no meta graph"),
+                        (b"\x08\xff", "a varint runs past byte 2"), (b"\x00\x01", "no protobuf field at byte 0 (tag 0)"),
+                        (b"\x0f", "no protobuf field at byte 0 (tag 15)"),
+                        (b"\x12\x02\x0f\x00", "no protobuf field at byte 2 (tag 15)"),
+                        (b"\x0a\x00\x12\x00", "its fields 1 and 2 are not a schema version and meta graphs")]:
+        pb.write_bytes(data)
+        assert contents_message("saved_model", tmp_path / "sm") == f"{pb} is not a SavedModel ({words})"
+
+
+def test_the_sweep_verifies_a_tflite_flatbuffer_with_litert(tmp_path):
+    """A .tflite with the TFL3 identifier whose FlatBuffer is cut short or damaged is refused at its
+    `path:` (harness/build.py check_model_files), not a cell that fails to load on every device."""
+    from harness.build import verify_tflite
+
+    convert = ("import sys\nfrom harness.tfenv import import_tf\ntf, keras = import_tf()\n"
+               "model = keras.Sequential([keras.layers.InputLayer(input_shape=(8,)), keras.layers.Dense(3)])\n"
+               "sys.stdout.buffer.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())\n")
+    real = subprocess.run([sys.executable, "-c", convert], capture_output=True, check=True, cwd=ROOT).stdout
+    (tmp_path / "real.tflite").write_bytes(real)
+    verify_tflite(tmp_path / "real.tflite", "plan.yaml", "models[0].path")
+    model = tmp_path / "m.tflite"
+    for data in (b"\x1c\x00\x00\x00TFL3" + bytes(64), real[:len(real) // 2], real[:64]):
+        model.write_bytes(data)
+        with pytest.raises(ConfigError) as info:
+            verify_tflite(model, "plan.yaml", "models[0].path")
+        assert info.value.key == "models[0].path"
+        assert info.value.message.startswith(f"{model} is not a valid TFLite model (LiteRT: '")
+        assert info.value.message.endswith("'; cut short or corrupted?)")
+
+
 def test_loading_plans_imports_no_tensorflow(tmp_path):
     """The loaders stay pure: validating a plan converts nothing and imports no TensorFlow."""
     (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))

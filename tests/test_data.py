@@ -247,6 +247,122 @@ def test_array_mistakes_at_load(tmp_path):
         load_split(DataSource("npz", tmp_path / "short.npz"), Preprocess(resize=(2, 2)), (2,), PLAN, f"{WHERE}.eval")
 
 
+def test_an_npz_member_that_is_not_an_npy_file_is_named(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "text.npz", "w") as archive:
+        archive.writestr("x.npy", b"hello")
+        archive.writestr("y.npy", b"hello")
+    with pytest.raises(ConfigError) as caught:
+        load_split(DataSource("npz", tmp_path / "text.npz"), Preprocess(), (2,), PLAN, f"{WHERE}.eval")
+    assert caught.value.key == f"{WHERE}.eval"
+    assert caught.value.message == f"{tmp_path / 'text.npz'}: x.npy is not a NumPy array file (no .npy header; it starts b'hello')"
+    np.savez(tmp_path / "ytext.npz", x=np.zeros((2, 2), np.float32))
+    with zipfile.ZipFile(tmp_path / "ytext.npz", "a") as archive:
+        archive.writestr("y.npy", b"\x00\x01")
+    with pytest.raises(ConfigError, match=r"y\.npy is not a NumPy array file \(no \.npy header; it starts b'\\x00\\x01'\)"):
+        load_split(DataSource("npz", tmp_path / "ytext.npz"), Preprocess(), (2,), PLAN, f"{WHERE}.eval")
+
+
+def test_an_array_split_is_checked_without_the_model(tmp_path):
+    """What an array split must be whatever the model is checked by check_split_alone (before a
+    model is built); its shape and labels against the model wait for it."""
+    from data import check_split_alone
+
+    np.savez(tmp_path / "ok.npz", x=np.zeros((3, 5, 7), np.float32), y=np.array([0, 40, 2]))
+    np.savez(tmp_path / "nan.npz", x=np.array([[0, np.nan]]))
+    np.savez(tmp_path / "short.npz", x=np.zeros((3, 2)), y=np.array([0, 1]))
+    np.savez(tmp_path / "words.npz", x=np.zeros((2, 2)), y=np.array(["a", "b"]))
+    np.savez(tmp_path / "complex.npz", x=np.zeros((2, 2), np.complex64))
+    np.save(tmp_path / "x.npy", np.zeros((2, 2)))
+    np.save(tmp_path / "fraction.npy", np.array([0.5, 1.0]))
+    check_split_alone(parse({"eval": "ok.npz"}, tmp_path), "eval", PLAN, WHERE)  # any shape, any label
+    digits_folder(tmp_path / "val", per_class=1)
+    (tmp_path / "val/3/broken.png").write_bytes(b"not an image")
+    check_split_alone(parse({"eval": "val"}, tmp_path), "eval", PLAN, WHERE)  # decoded at the model's size, later
+    cases = [({"eval": "nan.npz"}, "eval", "holds NaN or infinite values"),
+             ({"calibration": "short.npz"}, "calibration", "x has 3 examples and y has shape (2,)"),
+             ({"eval": "words.npz"}, "eval", "labels must be numbers, got dtype <U1"),
+             ({"fine_tune": "complex.npz"}, "fine_tune", "must be a non-empty numeric array, got dtype complex64"),
+             ({"eval": {"npy": "x.npy", "labels": "fraction.npy"}, "task": "classification"}, "eval",
+              "task is classification but the labels are not whole numbers")]
+    for raw, split, words in cases:
+        with pytest.raises(ConfigError) as caught:
+            check_split_alone(parse(raw, tmp_path), split, PLAN, WHERE)
+        assert caught.value.key == f"{WHERE}.{split}" and words in caught.value.message, caught.value
+
+
+def test_a_zoo_models_data_is_checked_before_it_is_built(tmp_path):
+    """A zoo model's input and outputs are known from its definition (models.zoo_io), so its splits
+    are loaded for it before anything is trained: shape, channels, labels against its outputs, top_k."""
+    import models
+
+    np.savez(tmp_path / "e.npz", x=np.zeros((4, 28, 28), np.float32), y=np.array([0, 1, 2, 9]))
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((4, 224, 224, 3), np.float32), y=np.array([0, 1, 2, 999]))
+    np.savez(tmp_path / "eleven.npz", x=np.zeros((4, 28, 28), np.float32), y=np.array([0, 1, 2, 10]))
+    digits_folder(tmp_path / "val", per_class=1)
+    (tmp_path / "val/3/broken.png").write_bytes(b"not an image")
+
+    def source(zoo: str, raw: dict):
+        return models.resolve(zoo, "zoo", zoo, data=parse(raw, tmp_path), plan=PLAN, where="models[0]")
+
+    assert source("digits_cnn", {"eval": "e.npz"}).known_io == ((28, 28), 10)
+    source("digits_cnn", {"eval": "e.npz", "top_k": 10}).check_data()
+    source("mobilenet_v2", {"calibration": "rgb.npz"}).check_data()
+    cases = [("digits_cnn", {"eval": "e.npz", "top_k": 11}, f"{WHERE}.top_k", "top_k 11 is more than the model's 10 outputs"),
+             ("digits_cnn", {"eval": "eleven.npz"}, f"{WHERE}.eval", "label 10 is outside the model's 10 outputs"),
+             ("digits_cnn", {"eval": "e.npz", "task": "regression"}, f"{WHERE}.eval",
+              "regression targets have 1 value(s) per example and the model 10 output(s)"),
+             ("digits_cnn", {"eval": "e.npz", "preprocess": {"std": [0.1, 0.2, 0.3]}}, f"{WHERE}.preprocess.std",
+              "has 3 values"),
+             ("digits_cnn", {"eval": "val"}, f"{WHERE}.eval", "broken.png"),
+             ("efficientnet_b0", {"eval": "e.npz"}, f"{WHERE}.eval", "x's examples have shape (28, 28), the model's input is (224, 224, 3)")]
+    for zoo, raw, key, words in cases:
+        with pytest.raises(ConfigError) as caught:
+            source(zoo, raw).check_data()
+        assert caught.value.key == key and words in caught.value.message, caught.value
+    # a Keras file's input is known only once it is loaded: its arrays are checked alone
+    np.savez(tmp_path / "nan.npz", x=np.array([[0, np.nan]]))
+    (tmp_path / "m.keras").write_bytes(b"")
+    file_source = models.resolve("m", "keras", path=tmp_path / "m.keras", data=parse({"eval": "e.npz", "top_k": 11}, tmp_path),
+                                 plan=PLAN, where="models[0]")
+    assert file_source.known_io is None
+    file_source.check_data()
+    file_source = models.resolve("m", "keras", path=tmp_path / "m.keras", data=parse({"eval": "nan.npz"}, tmp_path),
+                                 plan=PLAN, where="models[0]")
+    with pytest.raises(ConfigError, match="NaN"):
+        file_source.check_data()
+
+
+ZOO_IO_OF_BUILT = """
+import json, sys
+from harness.tfenv import import_tf
+from models import digits, keras_apps
+tf, keras = import_tf()
+built = {"digits_cnn": digits.build(keras)}
+for name in ("mobilenet_v2", "efficientnet_b0"):
+    size = keras_apps.SETTINGS["size"]
+    built[name] = getattr(keras.applications, keras_apps.APPS[name][0])(
+        weights=None, input_shape=(size, size, 3), classes=1000, classifier_activation=None)
+print(json.dumps({name: [list(m.inputs[0].shape[1:]), int(m.outputs[0].shape[-1])] for name, m in built.items()}))
+"""
+
+
+def test_the_zoo_io_is_what_the_zoo_builds():
+    import json
+    import subprocess
+    import sys
+
+    import models
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", ZOO_IO_OF_BUILT], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert built == {zoo: [list(models.zoo_io(zoo)[0]), models.zoo_io(zoo)[1]] for zoo in models.ZOO}
+
+
 # -- bad input at the boundary -------------------------------------------------------------------
 
 
@@ -328,13 +444,18 @@ def test_metric_entry_point(tmp_path, monkeypatch):
     digits_folder(tmp_path / "val", per_class=1)
     (tmp_path / "mymetrics.py").write_text("def f1(labels, outputs):\n    return 1.0\nCONSTANT = 3\n")
     (tmp_path / "broken_metrics.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "exiting_metrics.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "interrupted_metrics.py").write_text("raise KeyboardInterrupt\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     check_metric(parse({"eval": "val", "metric": "mymetrics:f1"}, tmp_path), PLAN, WHERE)
     for metric, message in [("mymetrics:f2", "has no f2"), ("mymetrics:CONSTANT", "not callable"),
-                            ("broken_metrics:f", "RuntimeError: no GPU here"), ("nosuchmodule:f", "cannot import")]:
+                            ("broken_metrics:f", "RuntimeError: no GPU here"), ("nosuchmodule:f", "cannot import"),
+                            ("exiting_metrics:f", "cannot import exiting_metrics: SystemExit: 3")]:
         with pytest.raises(ConfigError, match=message) as caught:
             check_metric(parse({"eval": "val", "metric": metric}, tmp_path), PLAN, WHERE)
         assert caught.value.key == f"{WHERE}.metric"
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while importing is the user's, not the module's
+        check_metric(parse({"eval": "val", "metric": "interrupted_metrics:f"}, tmp_path), PLAN, WHERE)
 
 
 def test_importing_the_data_layer_imports_no_tensorflow():

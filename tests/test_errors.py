@@ -27,8 +27,8 @@ LOCAL = [{"name": "local", "transport": "local", "delegates": ["cpu"]}]
 
 
 def _tflite(tmp: Path) -> None:
-    """A minimal file with the TFLite flatbuffer identifier (enough for the plan's checks)."""
-    (tmp / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+    """A real .tflite (a sweep verifies the model's FlatBuffer before anything else it does)."""
+    _real_tflite(tmp)
 
 
 def _arrays(path: Path, shape: tuple[int, ...], labels: list[int] | None = None) -> None:
@@ -55,6 +55,20 @@ def _real_tflite(tmp: Path) -> None:
         REAL_TFLITE.append(subprocess.run([sys.executable, "-c", TINY_CLASSIFIER], capture_output=True, check=True,
                                           cwd=ROOT).stdout)
     (tmp / "model.tflite").write_bytes(REAL_TFLITE[0])
+
+
+def _cut_tflite(tmp: Path) -> None:
+    """model.tflite, a real model cut in half: the TFL3 identifier is there, the FlatBuffer is not whole."""
+    _real_tflite(tmp)
+    (tmp / "model.tflite").write_bytes(REAL_TFLITE[0][:len(REAL_TFLITE[0]) // 2])
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
 
 
 def _store(tmp: Path, name: str = "results.sqlite") -> None:
@@ -147,6 +161,14 @@ CASES = {
     "plan-keras-not-a-model": (lambda t: (write(t / "net.keras", "not a model"),
                                           write(t / "p.yaml", "models:\n  - path: net.keras\n")),
                                ["sweep", "--plan", "p.yaml"]),
+    "plan-tflite-corrupt": (lambda t: (_cut_tflite(t), write(t / "p.yaml", "models:\n  - path: model.tflite\n")),
+                            ["sweep", "--plan", "p.yaml"]),
+    "plan-keras-no-config": (lambda t: (_zip(t / "net.keras", {"readme.txt": b"hi\n"}),
+                                        write(t / "p.yaml", "models:\n  - path: net.keras\n")),
+                             ["sweep", "--plan", "p.yaml"]),
+    "plan-saved-model-junk": (lambda t: ((t / "sm").mkdir(), write(t / "sm" / "saved_model.pb", "junk\n"),
+                                         write(t / "p.yaml", "models:\n  - path: sm\n")),
+                              ["sweep", "--plan", "p.yaml"]),
     "plan-unknown-device": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\ntargets:\n  - device: pixel9\n"),
                             ["sweep", "--plan", "p.yaml"]),
     "plan-data-missing": (lambda t: write(t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: images/}\n"),
@@ -158,6 +180,15 @@ CASES = {
     "plan-data-metric": (lambda t: (_arrays(t / "e.npz", (4, 8), [0, 1, 2, 1]), write(
         t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: e.npz, metric: team_metrics:f1}\n")),
         ["sweep", "--plan", "p.yaml"]),
+    "plan-data-not-npy": (lambda t: (_zip(t / "e.npz", {"x.npy": b"hello", "y.npy": b"hello"}), write(
+        t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: e.npz}\n")), ["sweep", "--plan", "p.yaml"]),
+    "plan-data-metric-exit": (lambda t: (_arrays(t / "e.npz", (4, 28, 28), [0, 1, 2, 1]),
+                                         write(t / "team_metrics.py", "raise SystemExit(3)\n"), write(
+        t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: e.npz, metric: team_metrics:f1}\n")),
+        ["sweep", "--plan", "p.yaml"]),
+    "plan-data-before-training": (lambda t: (_arrays(t / "e.npz", (4, 28, 28), [0, 1, 2, 1]), write(
+        t / "p.yaml", "models:\n  - model: digits_cnn\n    data: {eval: e.npz, top_k: 11}\n")),
+        ["sweep", "--plan", "p.yaml", "--cache-dir", "cache"]),
     "plan-data-shape": (lambda t: (_real_tflite(t), _arrays(t / "e.npz", (4, 28, 28), [0, 1, 2, 1]), write(
         t / "p.yaml", "models:\n  - path: model.tflite\n    data: {eval: e.npz}\n")), ["sweep", "--plan", "p.yaml"]),
     "plan-data-label-range": (lambda t: (_real_tflite(t), _arrays(t / "e.npz", (4, 8), [0, 1, 7, 1]), write(
