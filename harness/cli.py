@@ -179,6 +179,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import render
     from harness.store import Store
 
+    if args.wide and args.format != "markdown":
+        raise ConfigError("command line", "--wide", f"is a markdown view; --format {args.format} has one layout")
     check_output("--out", args.out, [("the results store", args.db)])
     store = Store.open_existing(args.db)
     try:
