@@ -118,6 +118,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_printed(out: str) -> str | None:
+    """The digest a device's `sha256sum FILE` printed: before a copy already there is trusted (one
+    edited in place keeps its size); None where the device has no sha256sum, so size alone decides."""
+    digest = out.split(maxsplit=1)[0] if out.strip() else ""
+    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+
+
 def fingerprint_id(fingerprint: Mapping[str, Any]) -> str:
     """A short stable id of the identity part of a fingerprint: same board, same id."""
     identity = {k: fingerprint.get(k) for k in IDENTITY_KEYS}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from devices.base import Cooldown, ExecResult, PythonRunnerDevice
+from devices.base import Cooldown, ExecResult, PythonRunnerDevice, sha256_file
 from harness.errors import DeviceTimeout, DeviceUnreachable
 
 
@@ -60,7 +60,10 @@ class LocalDevice(PythonRunnerDevice):
 
     def push(self, local: Path) -> str:
         local = Path(local)
-        dest = self.workdir / f"{self._sha256(local)}{''.join(local.suffixes[-1:])}"
+        digest = self._sha256(local)
+        dest = self.workdir / f"{digest}{''.join(local.suffixes[-1:])}"
+        if str(dest) not in self._present and dest.exists() and not self._holds(dest, local, digest):
+            dest.unlink()  # cut short or changed since it was pushed: its name no longer says what it is
         if dest.exists():
             if str(dest) not in self._present:
                 self.files_reused += 1
@@ -78,6 +81,12 @@ class LocalDevice(PythonRunnerDevice):
             self.files_pushed += 1
         self._present.add(str(dest))
         return str(dest)
+
+    @staticmethod
+    def _holds(dest: Path, local: Path, digest: str) -> bool:
+        """Is the pushed copy still the file it is named after? Its size, then (on this host, cheap)
+        its hash: checked once per device, before it is trusted as already here."""
+        return dest.stat().st_size == local.stat().st_size and sha256_file(dest) == digest
 
     def run(self, argv: Sequence[str], timeout_s: float) -> ExecResult:
         argv = tuple(str(a) for a in argv)

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from devices import orphans
-from devices.base import ConnectionLost, Cooldown, ExecResult, PythonRunnerDevice, Reconnecting
+from devices.base import (ConnectionLost, Cooldown, ExecResult, PythonRunnerDevice, Reconnecting,
+                          sha256_printed)
 from harness.errors import DeviceTimeout, DeviceUnreachable, RuntimeMissing
 
 EXIT_NOT_FOUND = 127  # POSIX shell: command not found
@@ -214,7 +215,7 @@ class SSHDevice(Reconnecting, PythonRunnerDevice):
                 return remote
             size = local.stat().st_size
             try:
-                if sftp.stat(remote).st_size == size:
+                if sftp.stat(remote).st_size == size and self._remote_sha256(remote) in (digest, None):
                     self._present.add(remote)
                     self.files_reused += 1
                     return remote
@@ -236,6 +237,12 @@ class SSHDevice(Reconnecting, PythonRunnerDevice):
         self.files_pushed += 1
         self._present.add(remote)
         return remote
+
+    def _remote_sha256(self, remote: str) -> str | None:
+        """The board's own sha256 of a copy already there (one short command, once per file per
+        sweep; a copy edited in place keeps its size); None where the board has no sha256sum."""
+        out = self._housekeeping(shlex.join(["sha256sum", "--", remote]), self.config.link_timeout_s)
+        return sha256_printed(out)
 
     @staticmethod
     def _mkdirs(sftp, path: str) -> None:

@@ -9,6 +9,11 @@ versions). Computing a key needs no TensorFlow, so a sweep whose artifacts all e
     <root>/measured/<sha256>.tflite                     every model a sweep measured, by content
                                                         (a hard link where it can be), for
                                                         `harness gate --confirm` to measure again
+    <source file or reference>.sha256.json              its sha256 and size, as an artifact's .json
+
+An entry is used only when its bytes are those its record says were written (hashed once per
+sweep): a damaged one (cut short, edited) would be measured, or crash the sweep, so it is removed
+with a warning and built again.
 """
 
 from __future__ import annotations
@@ -17,17 +22,20 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.provenance import digest, library_versions
-from harness.variants import Recipe
+from harness.variants import VARIANTS, Recipe
 
 HERE = Path(__file__).resolve().parent
 # The code that turns a recipe into bytes is part of the recipe.
 CODE = (HERE / "convert.py", HERE / "optimize.py", HERE / "worker.py")
+FOLDERS = ("sources", "artifacts", "references", "logs", "measured", "edgetpu")
 CONVERSION_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "numpy", "scikit-learn", "pillow")
 
 
@@ -79,6 +87,35 @@ class Artifact:
                    precompiled=precompiled)
 
 
+def _stderr(message: str) -> None:
+    print(f"harness: {message}", file=sys.stderr, flush=True)
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in `path`, None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _format_damage(path: Path) -> str | None:
+    """Why a file kept before the cache recorded hashes is not whole, checked by its format (every
+    zip member's CRC, an array's header and length); None when it is whole."""
+    try:
+        if path.suffix in (".keras", ".npz"):
+            with zipfile.ZipFile(path) as archive:
+                return None if archive.testzip() is None else "a zip member fails its CRC"
+        if path.suffix == ".npy":
+            import numpy as np
+
+            np.load(path, mmap_mode="r")
+            return None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        return f"not a whole {path.suffix} file: {exc}"
+    return "no recorded sha256"
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -92,8 +129,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class Cache:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, log: Callable[[str], None] | None = None):
         self.root = Path(root)
+        self.log = log or _stderr  # where a damaged entry is said (stderr: even with --quiet)
+        self._hashed: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256, this sweep
 
     def check(self, option: str = "--cache-dir") -> None:
         """Refuse, before anything runs (and without creating anything), a cache path that is a
@@ -107,6 +146,88 @@ class Cache:
             raise ConfigError(str(self.root), option, f"{existing} is a file, so the cache cannot be made here")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(str(self.root), option, f"cannot write the cache here: {existing} is read-only")
+        for folder in (self.root / name for name in FOLDERS):  # else every cell fails writing into it
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(str(folder), option,
+                                  "a file, not a directory: the cache keeps its entries in folders")
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError(str(folder), option, f"cannot write the cache here: {folder} is read-only")
+
+    # -- whole entries ---------------------------------------------------------------------------
+
+    def _sha256(self, path: Path, stat: os.stat_result) -> str:
+        """Hashed once per sweep: every entry is checked where it is used, some in several places."""
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashed:
+            with open(path, "rb") as f:
+                self._hashed[key] = hashlib.file_digest(f, "sha256").hexdigest()
+        return self._hashed[key]
+
+    def damage(self, path: Path, sha256: str | None, size: int | None) -> str | None:
+        """Why the file at `path` is not the one recorded (None when it is): its size, then its hash."""
+        stat = path.stat()
+        if size is not None and stat.st_size != size:
+            return f"size mismatch: {stat.st_size} bytes, {size} recorded"
+        if not sha256:
+            return "no recorded sha256"
+        return None if self._sha256(path, stat) == sha256 else "sha256 mismatch"
+
+    def discard(self, path: Path, why: str, *with_it: Path) -> None:
+        """A damaged entry goes, with its metadata, so that it is built again rather than used."""
+        self.log(f"warning: cache entry {path} is damaged ({why}): rebuilding it")
+        for each in (path, *with_it):
+            each.unlink(missing_ok=True)
+
+    @staticmethod
+    def _record(path: Path) -> Path:
+        return path.with_name(path.name + ".sha256.json")
+
+    def seal(self, path: Path) -> str:
+        """Record the sha256 and size of a file the cache just made; returns the sha256."""
+        path = Path(path)
+        stat = path.stat()
+        sha256 = self._sha256(path, stat)
+        _atomic_write(self._record(path), json.dumps({"sha256": sha256, "bytes": stat.st_size}).encode())
+        return sha256
+
+    def whole(self, path: Path) -> str | None:
+        """The sha256 of the cache file at `path` when it is the file its record says was made; None
+        when it is missing or damaged (removed, so it is made again). A file kept before records
+        were is checked by its format, then recorded."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        record = _read_json(self._record(path))
+        if not isinstance(record, dict):
+            why = _format_damage(path)
+            if why is None:
+                return self.seal(path)
+        else:
+            why = self.damage(path, record.get("sha256"), record.get("bytes"))
+            if why is None:
+                return record["sha256"]
+        self.discard(path, why, self._record(path))
+        return None
+
+    def check_source(self, key: str) -> bool:
+        """Check the source's kept files (model, eval set); True when one was damaged: then the
+        failures cached for its variants may be that damage, not the recipe's, and are dropped."""
+        damaged = False
+        for path in (self.source_dir(key) / "model.keras", self.eval_path(key)):
+            damaged |= path.is_file() and self.whole(path) is None
+        if damaged:
+            for recipe in VARIANTS.values():
+                meta_path = self._artifact(variant_key(key, recipe))[1]
+                if (_read_json(meta_path) or {}).get("status") == "failed":
+                    meta_path.unlink(missing_ok=True)
+        return damaged
+
+    def seal_source(self, key: str) -> None:
+        """Record the files the build worker just made for the source (it runs only after
+        `check_source`, so an unrecorded file there is its own)."""
+        for path in (self.source_dir(key) / "model.keras", self.eval_path(key)):
+            if path.is_file() and not self._record(path).exists():
+                self.seal(path)
 
     def source_dir(self, key: str) -> Path:
         return self.root / "sources" / key
@@ -125,16 +246,21 @@ class Cache:
     def measured(self, sha256: str) -> Path | None:
         """The model a sweep measured with this sha256, if the cache still holds it."""
         path = self.root / "measured" / f"{sha256}.tflite"
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        why = self.damage(path, sha256, None)
+        if why is not None:
+            self.discard(path, why)
+        return None if why else path
 
     def keep_measured(self, path: Path, sha256: str) -> Path:
         """Keep the model about to be measured under its sha256, so a later confirmation measures
         these very bytes even when a given file was changed since: a hard link to the cache's own
         files (written once, replaced whole, never changed in place), a copy of anything else.
         Returns the kept path."""
+        if self.measured(sha256) is not None:  # its name is its sha256: a cut copy is kept again
+            return self.root / "measured" / f"{sha256}.tflite"
         kept = self.root / "measured" / f"{sha256}.tflite"
-        if kept.is_file():
-            return kept
         kept.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=f".{sha256[:12]}.")
         os.close(fd)
@@ -166,13 +292,17 @@ class Cache:
 
     def read_artifact(self, key: str) -> Artifact | None:
         model_path, meta_path = self._artifact(key)
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        if not meta_path.is_file():
             return None
+        meta = _read_json(meta_path)
         if not isinstance(meta, dict) or not {"model", "variant", "status"} <= meta.keys():
-            return None  # a damaged entry (cut short, edited) is built again
-        if meta["status"] == "ok" and not model_path.exists():
+            self.discard(meta_path, "unreadable metadata", model_path)
+            return None
+        if meta["status"] == "ok" and not model_path.is_file():
+            return None
+        why = self.damage(model_path, meta.get("sha256"), meta.get("bytes")) if meta["status"] == "ok" else None
+        if why is not None:  # the model is not the one its metadata describes: measured, it would lie
+            self.discard(model_path, why, meta_path)
             return None
         return Artifact(
             model=meta["model"], variant=meta["variant"], status=meta["status"], reason=meta.get("reason"),

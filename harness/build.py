@@ -87,11 +87,13 @@ def _given_eval(build: ModelBuild, entry: ModelEntry, cache: Cache, plan_source:
 
     key = source_key({"tflite": sha256_file(entry.path), "data": spec_key(entry.data)})
     path = cache.eval_path(key)
-    if not path.exists():
+    sha256 = cache.whole(path)
+    if sha256 is None:
         split = load_for_model(entry.data, "eval", *tflite_io(entry.path), plan_source, f"{where}.data")
         path.parent.mkdir(parents=True, exist_ok=True)
         EvalSet(split.x, split.y, split.description).save(path)
-    build.eval_path, build.eval_sha256 = path, sha256_file(path)
+        sha256 = cache.seal(path)
+    build.eval_path, build.eval_sha256 = path, sha256
     with np.load(path) as data:
         build.labels = data["labels"] if "labels" in data else None
     build.labeled = build.labels is not None
@@ -191,11 +193,13 @@ def _build_keras(entry: ModelEntry, cache: Cache, plan: Plan, where: str, log: L
     source, skey, keys = _keys(entry, plan.source, where)
     timeout_s = plan.timeouts.convert_timeout_s
     wanted = tuple(keys)
+    cache.check_source(skey)  # before anything is read from it: a damaged file is made again
     missing = {v: k for v, k in keys.items() if cache.read_artifact(k) is None}
     eval_path = cache.eval_path(skey)
     crashes: dict[str, str] = {}
     if missing or not eval_path.exists():
         crashes = _run_worker(entry, skey, missing, cache, timeout_s, log, plan.source, where)
+        cache.seal_source(skey)
         summary.worker_runs += 1
     else:
         log(f"{entry.name}: all {len(wanted)} variants from cache, nothing to convert or train")
@@ -212,8 +216,9 @@ def _build_keras(entry: ModelEntry, cache: Cache, plan: Plan, where: str, log: L
             summary.converted += artifact.status == "ok" and not artifact.cached
             summary.failed += artifact.status == "failed"
     build = ModelBuild(entry.name, False, artifacts)
-    if eval_path.exists():
-        build.eval_path, build.eval_sha256 = eval_path, sha256_file(eval_path)
+    eval_sha256 = cache.whole(eval_path)
+    if eval_sha256 is not None:
+        build.eval_path, build.eval_sha256 = eval_path, eval_sha256
         with np.load(eval_path) as data:
             build.labels = data["labels"] if "labels" in data else None
         build.labeled = build.labels is not None
@@ -331,7 +336,7 @@ def _tail(path: Path, lines: int) -> list[str]:
 def host_reference(cache: Cache, fp32: Artifact, eval_path: Path, eval_sha256: str) -> np.ndarray:
     """fp32 outputs on the eval set, computed on this host with LiteRT's built-in kernels; cached."""
     path = cache.reference_path(fp32.sha256, eval_sha256)
-    if path.exists():
+    if cache.whole(path) is not None:
         return np.load(path)
     from devices import runner
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -342,5 +347,8 @@ def host_reference(cache: Cache, fp32: Artifact, eval_path: Path, eval_sha256: s
     with np.load(eval_path) as data:
         outputs = runner.example_outputs(np, interpreter, data["x"]).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, outputs)
+    tmp = path.with_name(f".{path.name}")  # never a cut file under the entry's name
+    np.save(tmp, outputs)
+    tmp.replace(path)
+    cache.seal(path)
     return outputs

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from harness.artifacts import Cache
 from harness.provenance import digest
 
 Log = Callable[[str], None]
@@ -164,6 +165,7 @@ class Compiler:
         self.settings = settings
         self.root = Path(cache_root) / "edgetpu"
         self.log = log
+        self.cache = Cache(cache_root, log)
         self.counts = {"compiled": 0, "cached": 0, "failed": 0}
         self._path, self._version, self._unusable = None, None, None
         self._looked = False
@@ -207,7 +209,13 @@ class Compiler:
             meta = json.loads(paths["json"].read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        if meta["status"] == "ok" and not paths["tflite"].exists():
+        if meta["status"] != "ok":
+            return self._compiled(meta, paths, cached=True)
+        if not paths["tflite"].exists():
+            return None
+        why = self.cache.damage(paths["tflite"], meta.get("sha256"), meta.get("bytes"))
+        if why is not None:  # a compiled model that is not the one compiled is compiled again
+            self.cache.discard(paths["tflite"], why, paths["json"])
             return None
         return self._compiled(meta, paths, cached=True)
 

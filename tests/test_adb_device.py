@@ -67,6 +67,9 @@ def test_push_is_idempotent_by_content(peer, phone, tmp_path):
     truncated.write_bytes(b"some")  # a push cut short is sent again
     third = phone()
     assert third.push(src) == first and third.bytes_pushed == 16 and truncated.read_bytes() == b"some model bytes"
+    truncated.write_bytes(b"Some model bytes")  # edited in place, its size kept: the phone's sha256sum tells
+    fourth = phone()
+    assert fourth.push(src) == first and fourth.bytes_pushed == 16 and truncated.read_bytes() == b"some model bytes"
 
 
 def test_binary_is_pushed_executable_and_hashed(peer, phone):

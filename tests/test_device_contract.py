@@ -62,6 +62,22 @@ def test_push_is_idempotent_by_content(device, tmp_path):
     assert (again.bytes_pushed, again.files_pushed, again.files_reused) == (0, 0, 2)
 
 
+def test_a_damaged_copy_on_the_device_is_pushed_again(device, tmp_path):
+    """A copy cut short, or edited in place (its size kept), is no longer the file its name says:
+    the next sweep pushes it again rather than trusting it as already there."""
+    src = tmp_path / "model.tflite"
+    src.write_bytes(b"some model bytes")
+    remote = device.push(src)
+    os.truncate(remote, 4)  # the test hosts share this filesystem
+    cut = device.reopen()
+    assert cut.push(src) == remote and open(remote, "rb").read() == b"some model bytes"
+    with open(remote, "r+b") as f:
+        f.write(b"S")
+    edited = device.reopen()
+    assert edited.push(src) == remote and open(remote, "rb").read() == b"some model bytes"
+    assert (cut.files_pushed, edited.files_pushed, edited.files_reused) == (1, 1, 0)
+
+
 def test_run_returns_exit_code_stdout_and_stderr(device):
     result = device.run([sys.executable, "-c", "import sys; print('out'); sys.stderr.write('err'); sys.exit(3)"], 30)
     assert (result.exit_code, result.stdout.strip(), result.stderr) == (3, "out", "err")

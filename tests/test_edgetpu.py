@@ -146,6 +146,20 @@ def test_compile_once_then_from_the_cache(digits_build, compiler_bin, tmp_path):
     assert not other.compile("digits_cnn", "int8", int8.path, int8.sha256).cached
 
 
+def test_a_cut_compiled_model_is_compiled_again(digits_build, compiler_bin, tmp_path):
+    bin_dir, record = compiler_bin
+    int8 = digits_build[0].artifacts["int8"]
+    first = _compiler(tmp_path, bin_dir).compile("digits_cnn", "int8", int8.path, int8.sha256)
+    whole = first.path.read_bytes()
+    os.truncate(first.path, 1000)
+    again = _compiler(tmp_path, bin_dir)
+    second = again.compile("digits_cnn", "int8", int8.path, int8.sha256)
+    assert not second.cached and second.path.read_bytes() == whole and second.sha256 == first.sha256
+    assert [m for m in again.messages if "damaged" in m] == [
+        f"warning: cache entry {first.path} is damaged (size mismatch: 1000 bytes, {len(whole)} recorded): rebuilding it"]
+    assert sum(argv != ["--version"] for argv in _calls(record)) == 2
+
+
 def test_a_float_model_fails_to_compile_and_the_failure_is_cached(digits_build, compiler_bin, tmp_path):
     bin_dir, record = compiler_bin
     fp32 = digits_build[0].artifacts["fp32"]

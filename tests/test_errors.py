@@ -218,6 +218,8 @@ CASES = {
     "store-directory": (lambda t: (t / "results.sqlite").mkdir(), ["report"]),
     "store-newer-schema": (_newer_store, ["report"]),
     "cache-is-a-file": (lambda t: write(t / "cache", ""), ["sweep", "--plan", "p.yaml", "--cache-dir", "cache"]),
+    "cache-folder-is-a-file": (lambda t: write(t / "cache" / "artifacts", ""),
+                               ["sweep", "--plan", "p.yaml", "--cache-dir", "cache"]),
     "env-no-tensorflow": (_without("tensorflow", "tf_keras"), ["sweep", "--cache-dir", "empty-cache"]),
     "inventory-lab-host": (lambda t: _on_lab_host(t, "lab a"), ["sweep", "--inventory", "lab.yaml"]),
     "option-lab-without-cluster": (_on_lab_host, ["sweep", "--plan", "p.yaml", "--inventory", "lab.yaml"]),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from devices import orphans
-from devices.base import ConnectionLost, ExecResult, Reconnecting, sha256_file
+from devices.base import ConnectionLost, ExecResult, Reconnecting, sha256_file, sha256_printed
 from harness.errors import DeviceTimeout, DeviceUnreachable
 
 EXIT_MARK = "harness-exit-"
@@ -247,7 +247,8 @@ class ADBTransport(Reconnecting):
         try:
             device = self._connection()
             mode, remote_size, _ = device.stat(remote, transport_timeout_s=timeout, read_timeout_s=timeout)
-            if mode and remote_size == size:
+            if mode and remote_size == size and sha256_printed(self._shell(
+                    device, shlex.join(["sha256sum", "--", remote]), timeout)) in (digest, None):
                 self._present.add(remote)
                 self.files_reused += 1
                 return remote
