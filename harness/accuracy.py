@@ -98,24 +98,33 @@ def regression(outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return out
 
 
+class MetricError(ValueError):
+    """What the user's metric did wrong, said as the cell's warning: it raised, or returned
+    something that is not a number or a mapping of names to numbers."""
+
+
 def user_metrics(metric: UserMetric, labels: np.ndarray, block: dict) -> dict[str, float]:
     """The user's function on (labels, outputs (N, values)): a number, or a mapping of names to
-    numbers. Whatever else it does (raises, returns text) is the caller's to report."""
-    value = metric(labels, np.array(decode(block)[1], copy=True))
+    numbers. Whatever else it does (raises, returns text) is a MetricError for the caller to report."""
+    outputs = np.array(decode(block)[1], copy=True)
     name = getattr(metric, "__name__", "metric")
+    try:
+        value = metric(labels, outputs)
+    except Exception as exc:  # the user's code may raise anything
+        raise MetricError(f"the metric {name} raised {type(exc).__name__}: {exc}") from exc
     values = value if isinstance(value, dict) else {name: value}
     if len(values) > MAX_USER_METRICS:
-        raise ValueError(f"the metric {name} returned {len(values)} values (at most {MAX_USER_METRICS})")
+        raise MetricError(f"the metric {name} returned {len(values)} values (at most {MAX_USER_METRICS})")
     out = {}
     for key, v in values.items():
         if not isinstance(key, str) or not 0 < len(key) <= MAX_METRIC_NAME or not key.isprintable():
-            raise ValueError(f"the metric {name} returned the name {clip(repr(key))}: names are printable text "
+            raise MetricError(f"the metric {name} returned the name {clip(repr(key))}: names are printable text "
                              f"of 1 to {MAX_METRIC_NAME} characters")
         try:
             number = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"the metric {name} returned {type(v).__name__} for {key!r}, not a number") from None
+            raise MetricError(f"the metric {name} returned {type(v).__name__} for {key!r}, not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"the metric {name} returned {number} for {key!r}")
+            raise MetricError(f"the metric {name} returned {number} for {key!r}")
         out[f"user_{key}"] = number
     return out

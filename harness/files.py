@@ -44,14 +44,15 @@ def check_output(option: str, path: str | os.PathLike | None, inputs: Iterable[t
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(option, None, f"{out}: cannot write in {folder}: {exc.strerror or exc}") from None
+        raise ConfigError(option, None, f"{out}: cannot create a file in {folder}: {exc.strerror or exc}") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """The same file, or (where one does not exist yet: the store a sweep will create) the same path."""
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return False
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _existing_ancestor(folder: Path) -> Path:

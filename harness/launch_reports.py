@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.accuracy import score, user_metrics
+from harness.accuracy import MetricError, score, user_metrics
 from harness.build import ModelBuild
 from harness.metrics import runner_metrics
 from harness.store import CellRecord
@@ -64,11 +64,10 @@ def record_reports(record: CellRecord, reports: list[dict[str, Any]], build: Mod
         record.warnings.append(f"accuracy not scored: {exc}")
         return
     if build.metric is not None and build.labels is not None:
-        try:  # the user's code: whatever it raises is a warning on the cell, never its failure
+        try:  # the user's code: whatever it does wrong is a warning on the cell, never its failure
             record.metrics.update(user_metrics(build.metric, build.labels, accuracy))
-        except Exception as exc:
-            record.warnings.append(f"the metric {getattr(build.metric, '__name__', '?')} raised "
-                                   f"{type(exc).__name__}: {exc}")
+        except MetricError as exc:
+            record.warnings.append(str(exc))
 
 
 def launch_metrics(reports: list[dict[str, Any]]) -> dict[str, float]:

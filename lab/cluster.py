@@ -70,8 +70,8 @@ def check_address(address: str, allow_public: bool, option: str = "--cluster") -
         raise ConfigError(option, address, f"the port {port!r} is not a port number (1 to 65535)")
     try:
         if ipaddress.ip_address(host).is_unspecified:
-            raise ConfigError(option, address, "is every interface of this host (Ray would listen on all of "
-                                               "them); give the one address of the lab's private network")
+            raise ConfigError(option, None, f"{address} is every interface of this host (Ray would listen on "
+                                            "all of them); give the one address of the lab's private network")
     except ValueError:
         pass  # a name, resolved below
     public = public_addresses(host, option)

@@ -271,6 +271,7 @@ CASES.update({
     "option-devices-repeated": (None, ["sweep", "--plan", "p.yaml", "--devices", "local,local"]),
     "option-lock-wait-negative": (None, ["sweep", "--plan", "p.yaml", "--lock-wait", "-5"]),
     "option-html-is-the-plan": (None, ["sweep", "--plan", "p.yaml", "--html", "p.yaml"]),
+    "option-html-is-the-new-store": (None, ["sweep", "--plan", "p.yaml", "--html", DB]),
     "option-html-directory": (lambda t: (t / "reports").mkdir(), ["sweep", "--plan", "p.yaml", "--html", "reports"]),
     "option-out-is-the-store": (_finished_run, ["report", "--out", DB]),
     "option-resume-finished-run": (_finished_run, ["sweep", "--plan", "p.yaml", "--resume", "20260301"]),

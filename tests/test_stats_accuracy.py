@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.accuracy import decode, score, user_metrics
+from harness.accuracy import MetricError, decode, score, user_metrics
 from harness.metrics import runner_metrics
 from harness.stats import percentile, sqnr_db, summary, wilson_interval
 
@@ -92,8 +92,14 @@ def test_a_user_metric_gives_numbers_or_a_clear_error():
 
     assert user_metrics(hits, labels, outputs) == {"user_hits": 1.0, "user_n": 2.0}
     assert user_metrics(lambda y, out: np.float32(0.5), labels, outputs) == {"user_<lambda>": 0.5}
-    with pytest.raises(ValueError, match="the metric words returned str for 'words', not a number"):
+    with pytest.raises(MetricError, match="the metric words returned str for 'words', not a number"):
         user_metrics(words, labels, outputs)
+
+    def broken(y, out):
+        return {"hits": 1} if out.shape == (3,) else {}["missing"]
+
+    with pytest.raises(MetricError, match="^the metric broken raised KeyError: 'missing'$"):
+        user_metrics(broken, labels, outputs)
     for bad in ({"x" * 41: 1.0}, {"": 1.0}, {3: 1.0}, {"a\nb": 1.0}):
         with pytest.raises(ValueError, match="names are printable text of 1 to 40 characters"):
             user_metrics(lambda y, out, bad=bad: bad, labels, outputs)

@@ -204,7 +204,7 @@ def test_a_user_metric_of_many_names_is_split_into_tables_that_fit():
 
 def test_what_kept_a_cell_from_being_scored_is_shown_under_its_table():
     cells = [c for c in many_target_cells() if c["model"] == "digits_cnn" and c["device_name"] == "local"]
-    raised = "the metric f1 raised ValueError: the metric f1 returned str for 'f1', not a number"
+    raised = "the metric f1 returned str for 'f1', not a number"
     for c in cells:
         if c["status"] == "ok" and c["variant"] in ("int8", "qat_int8") and c["threads"] == 1:
             c["warnings_json"] = json.dumps([raised, "measured by `harness sweep --resume` at 2026-03-02"])
