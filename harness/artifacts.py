@@ -138,10 +138,11 @@ class Cache:
         """Refuse, before anything runs (and without creating anything), a cache path that is a
         file or that cannot be written."""
         from harness.errors import ConfigError
+        from harness.files import existing_ancestor
 
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(str(self.root), option, "a file, not a directory: the cache is a directory")
-        existing = next(p for p in (self.root, *self.root.absolute().parents) if p.exists())
+        existing = existing_ancestor(self.root.absolute())
         if not existing.is_dir():
             raise ConfigError(str(self.root), option, f"{existing} is a file, so the cache cannot be made here")
         if not os.access(existing, os.W_OK | os.X_OK):
@@ -189,6 +190,18 @@ class Cache:
         sha256 = self._sha256(path, stat)
         _atomic_write(self._record(path), json.dumps({"sha256": sha256, "bytes": stat.st_size}).encode())
         return sha256
+
+    def keep_array(self, path: Path, array) -> str:
+        """Write an array as an .npy cache file whole (a temporary renamed into place) and record it;
+        returns its sha256."""
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        _atomic_write(Path(path), buffer.getvalue())
+        return self.seal(path)
 
     def whole(self, path: Path) -> str | None:
         """The sha256 of the cache file at `path` when it is the file its record says was made; None

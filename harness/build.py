@@ -346,9 +346,5 @@ def host_reference(cache: Cache, fp32: Artifact, eval_path: Path, eval_sha256: s
     interpreter.allocate_tensors()
     with np.load(eval_path) as data:
         outputs = runner.example_outputs(np, interpreter, data["x"]).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}")  # never a cut file under the entry's name
-    np.save(tmp, outputs)
-    tmp.replace(path)
-    cache.seal(path)
+    cache.keep_array(path, outputs)
     return outputs

@@ -36,7 +36,7 @@ def check_output(option: str, path: str | os.PathLike | None, inputs: Iterable[t
         raise ConfigError(option, None, f"{out} is a directory (give a file path)")
     if info is not None and not stat.S_ISREG(info.st_mode):
         return  # /dev/stdout, a FIFO: written in place
-    folder = _existing_ancestor(out.absolute().parent)
+    folder = existing_ancestor(out.absolute().parent)
     if not folder.is_dir():
         raise ConfigError(option, None, f"{out}: cannot write: {folder} is not a directory")
     try:  # what the write will do: a file created in that folder (root passes every permission test)
@@ -55,7 +55,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _existing_ancestor(folder: Path) -> Path:
+def existing_ancestor(folder: Path) -> Path:
+    """`folder`, or its nearest parent that exists: where something made there would be created."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder

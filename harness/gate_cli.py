@@ -50,10 +50,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         from harness.confirm import Budget
 
         budget = Budget.parse(args.confirm_budget)
-    for option, path in (("--markdown", args.markdown), ("--junit", args.junit)):
-        check_output(option, path, [("the results store", args.db)])
-    if args.markdown and args.junit and os.path.abspath(args.markdown) == os.path.abspath(args.junit):
-        raise ConfigError("command line", "--junit", f"{args.junit} is also --markdown's file (give two paths)")
+    check_output("--markdown", args.markdown, [("the results store", args.db)])
+    check_output("--junit", args.junit, [("the results store", args.db), ("--markdown's file", args.markdown)])
     store = Store.open_existing(args.db)
     try:
         base_id, tag = store.resolve_baseline(args.baseline)

@@ -39,6 +39,10 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+# A cell of `device`, named by its name in the run, its fingerprint id or its identity (three parameters).
+ON_DEVICE = "(c.device_name = ? OR c.device_fingerprint = ? OR c.device_identity = ?)"
+
+
 @dataclass
 class LaunchRecord:
     """One launch of a cell: a fresh runner process, with its own warm-up. `seq` is its place in
@@ -287,7 +291,7 @@ class Store:
             "(SELECT COUNT(*) FROM launches l WHERE l.cell_id = c.id) AS launches "
             "FROM cells c JOIN runs r ON r.id = c.run_id "
             "LEFT JOIN metrics m ON m.cell_id = c.id AND m.name = ? "
-            "WHERE c.model = ? AND (c.device_name = ? OR c.device_fingerprint = ? OR c.device_identity = ?) "
+            "WHERE c.model = ? AND " + ON_DEVICE + " "
             "AND c.status = 'ok' "
             "AND (? IS NULL OR (r.started_at, r.rowid) <= (SELECT started_at, rowid FROM runs WHERE id = ?)) "
             "ORDER BY r.started_at, r.rowid, c.id", (metric, model, device, device, device, until, until))
@@ -297,7 +301,7 @@ class Store:
         """The metrics stored for `model`'s ok cells on `device` (name, fingerprint id or identity)."""
         rows = self.db.execute(
             "SELECT DISTINCT m.name FROM metrics m JOIN cells c ON c.id = m.cell_id WHERE c.model = ? AND "
-            "(c.device_name = ? OR c.device_fingerprint = ? OR c.device_identity = ?) AND c.status = 'ok' "
+            + ON_DEVICE + " AND c.status = 'ok' "
             "ORDER BY m.name", (model, device, device, device))
         return [r[0] for r in rows]
 

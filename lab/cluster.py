@@ -27,23 +27,19 @@ def import_ray():
     return ray
 
 
-def host_of(address: str) -> str | None:
-    """The host part of `ray://host:port`, `host:port`, `[v6]:port`; None for `auto`."""
+def split_address(address: str) -> tuple[str | None, str | None]:
+    """(host, port as written) of `ray://host:port`, `host:port`, `[v6]:port`, a bare host or v6
+    address (port None); (None, None) for `auto`."""
     if address == "auto":
-        return None
+        return None, None
     rest = address.split("://", 1)[1] if "://" in address else address
     if rest.startswith("["):
-        return rest[1:].split("]", 1)[0]
-    return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
-
-
-def port_of(address: str) -> str | None:
-    """The port part of `ray://host:port`, `host:port`, `[v6]:port`, as written; None without one."""
-    rest = address.split("://", 1)[1] if "://" in address else address
-    if rest.startswith("["):
-        tail = rest.split("]", 1)[1] if "]" in rest else ""
-        return tail[1:] if tail.startswith(":") else None
-    return rest.rsplit(":", 1)[1] if rest.count(":") == 1 else None
+        host, _, tail = rest[1:].partition("]")
+        return host, tail[1:] if tail.startswith(":") else None
+    if rest.count(":") == 1:
+        host, port = rest.rsplit(":", 1)
+        return host, port
+    return rest, None
 
 
 def public_addresses(host: str, option: str = "--cluster") -> list[str]:
@@ -60,12 +56,11 @@ def public_addresses(host: str, option: str = "--cluster") -> list[str]:
 
 
 def check_address(address: str, allow_public: bool, option: str = "--cluster") -> None:
-    host = host_of(address)
+    host, port = split_address(address)
     if not host:
         if address != "auto":
             raise ConfigError(option, address, "expected auto, HOST:PORT or ray://HOST:PORT")
         return
-    port = port_of(address)
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
         raise ConfigError(option, address, f"the port {port!r} is not a port number (1 to 65535)")
     try:
