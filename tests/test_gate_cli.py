@@ -134,13 +134,21 @@ def test_a_slower_build_under_the_same_name_is_confirmed_and_fails_the_gate(runs
                   "--confirm-budget", "150,700", "--confirm", "--junit", str(work / "slower.xml"))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "regression: net fp32 on local " in result.stderr
-    confirmed = 0
+    confirmed = measured = remeasured = 0
     for r in rows(result.stdout):
         if r[1] == "digits_cnn":  # the same bytes in both runs: not the model's doing, whatever the device did
             assert r[12] in ("unchanged", "device changed"), r  # unchanged on the first pass: not a suspect
             assert r[12] == "unchanged" and r[13] == "first pass" or r[13].startswith("same artifact"), r
+            remeasured += "re-measured" in r[13]
             continue
-        assert r[13].startswith("confirmation: ") and "pairs" in r[13] and "re-measured now, interleaved (ABBA)" in r[14]
+        if r[4] == "2" and r[13] == "first pass":
+            # two threads on two cores beside the test itself: the extra layer has measured 0.88 to 1.22, and
+            # a first pass that says faster or unchanged is no suspect (stop 22's CI: one such cell of the
+            # four was never re-measured). Never a regression without confirmation.
+            assert r[12] in ("improvement", "unchanged"), r
+            continue
+        measured += 1
+        assert r[13].startswith("confirmation: ") and "pairs" in r[13] and "re-measured now, interleaved (ABBA)" in r[14], r
         if r[12] == "**regression**":
             confirmed += 1
             assert 1.04 < float(r[7].split()[0]) < 1.40 and ": confirmed" in r[14], r  # the extra layer, now
@@ -153,8 +161,12 @@ def test_a_slower_build_under_the_same_name_is_confirmed_and_fails_the_gate(runs
     assert f"GATE FAILED: {confirmed} regression" in result.stderr
     with sqlite3.connect(db) as con:  # every confirmation launch is stored, the arms alternating
         confirmations = con.execute("SELECT id, pairs, outcome, device_seconds FROM confirmations "
-                                    "WHERE candidate_run = ?", (ids[3],)).fetchall()
-        assert len(confirmations) == 4 and all(c[1] >= 4 and c[3] > 0 for c in confirmations)
+                                    "WHERE candidate_run = ? AND model = 'net'", (ids[3],)).fetchall()
+        assert len(confirmations) == measured and all(c[1] >= 4 and c[3] > 0 for c in confirmations)
+        # a same-artifact cell the device moved is re-measured briefly (no pairs) and kept as such
+        device_only = con.execute("SELECT pairs, outcome FROM confirmations WHERE candidate_run = ? "
+                                  "AND model = 'digits_cnn'", (ids[3],)).fetchall()
+        assert device_only == [(0, "device changed")] * remeasured
         assert sum(c[2] == "regression" for c in confirmations) == confirmed
         arms = [a for (a,) in con.execute("SELECT arm FROM confirmation_launches WHERE confirmation_id = ? "
                                           "ORDER BY seq", (confirmations[0][0],))]
