@@ -4,8 +4,9 @@ real sweeps of the digits CNN and a small CNN of one's own (.keras, `net`), on c
 
 Five sweeps of one plan run in a row, each cell five launches: three of the models as they are
 (identical artifacts from the cache), one with `net` given one more layer under the same name (a
-build 10-15 % slower: what the gate exists to catch), and one of the originals again while two
-CPU hogs share this 2-core machine (the device changed, not the models)."""
+build 10-15 % slower: what the gate exists to catch), and one of the originals again with one of
+this machine's two cores taken away, as a neighbour's cpuset does (the device changed, not the
+models)."""
 
 from __future__ import annotations
 
@@ -55,26 +56,29 @@ for name, extra in (("base", 0), ("slower", 1)):
 """
 EXTRA_CHANNELS = 64
 GATE = ("--threshold", "0.02", "--confirm-budget", "90,600")
-# Four busy neighbours on two cores: two were not enough on a shared CI host, whose own load slowed a
-# quiet run's two-thread cells as much as the hogs slowed theirs (stop 22: the hogged run came out faster)
-HOGS = 4
 
 
 @contextmanager
-def cpu_hogs(n: int = 2):
-    """`n` busy processes, as neighbours on a shared machine are."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def one_core():
+    """This process, and what it starts, on one CPU only: the other core is a neighbour's.
+
+    Busy neighbours (CPU hogs) slowed only some launches of a run, in bursts, and the gate rightly
+    left those out as interfered, so whether a first pass failed depended on the scheduler (stop 22's
+    CI: 0 of 4 two-thread cells a regression). A core taken away slows every launch of a
+    two-thread cell alike: the device changed, the same way all run long."""
+    before = os.sched_getaffinity(0)
+    if len(before) < 2:
+        pytest.skip(f"this process may use {len(before)} CPU: there is no core to take away")
+    os.sched_setaffinity(0, {min(before)})
     try:
         yield
     finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
+        os.sched_setaffinity(0, before)
 
 
 @pytest.fixture(scope="module")
 def runs(digits_build, session_cache, tmp_path_factory):
-    """(work dir, db, run ids): base x 3, slower, base beside two CPU hogs; all named `net`."""
+    """(work dir, db, run ids): base x 3, slower, base on one core; all named `net`."""
     work = tmp_path_factory.mktemp("gate")
     subprocess.run([sys.executable, "-c", MODELS.format(extra_channels=EXTRA_CHANNELS), str(work)], check=True,
                    capture_output=True, cwd=ROOT)
@@ -82,7 +86,7 @@ def runs(digits_build, session_cache, tmp_path_factory):
     ids = []
     for n, model in enumerate(["base", "base", "base", "slower", "base"]):
         plan = write(work / f"plan-{n}.yaml", PLAN.format(name=model, path=work / f"{model}.keras"))
-        with cpu_hogs(HOGS) if n == 4 else _nothing():
+        with one_core() if n == 4 else _nothing():
             result = harness_cli("sweep", "--plan", str(plan), "--db", str(db), "--cache-dir", str(session_cache),
                                  "-q", cwd=work)
         assert result.returncode == 0, result.stderr
@@ -188,8 +192,9 @@ def quietest(db, candidates: list[str]) -> tuple[str, int]:
 
 
 def slowdown(db, baseline: str, candidate: str) -> float:
-    """The median over the two-thread cells of the ratio of their runs' median launches, every launch
-    counted: how much the hogs slowed what the gate is asked to catch."""
+    """The largest, over the two-thread cells, of the ratio of their runs' median launches, every launch
+    counted: how much the lost core slowed what the gate is asked to catch. (Not every cell slows:
+    digits_cnn on the cpu delegate ran 0.95 of its two-core time on one core here, net on xnnpack 1.87.)"""
     with sqlite3.connect(db) as con:
         def medians(run_id: str) -> dict:
             return {(model, delegate): float(np.median([m for (m,) in con.execute(
@@ -197,29 +202,43 @@ def slowdown(db, baseline: str, candidate: str) -> float:
                 for (cell, model, delegate) in con.execute("SELECT id, model, delegate FROM cells WHERE run_id = ? "
                                                            "AND threads = 2", (run_id,)).fetchall()}
         base, cand = medians(baseline), medians(candidate)
-    return float(np.median([cand[k] / base[k] for k in base if k in cand]))
+    return max(cand[k] / base[k] for k in base if k in cand)
 
 
-def test_a_device_slowed_by_neighbours_fails_the_first_pass_and_confirmation_says_so(runs, session_cache):
+def speedup(db, run_id: str) -> float:
+    """How many times as fast `net` on xnnpack ran on two threads as on one in `run_id` (median launches):
+    1.8 on this 2-core machine when nothing else runs, 1.0 beside one busy process."""
+    with sqlite3.connect(db) as con:
+        median = {threads: float(np.median([m for (m,) in con.execute(
+            "SELECT l.median_us FROM launches l JOIN cells c ON c.id = l.cell_id WHERE c.run_id = ? AND c.model = "
+            "'net' AND c.delegate = 'xnnpack' AND c.threads = ?", (run_id, threads))])) for threads in (1, 2)}
+    return median[1] / median[2]
+
+
+def test_a_device_that_lost_a_core_fails_the_first_pass_and_confirmation_says_so(runs, session_cache):
     work, db, ids = runs
-    # One neighbour already slows two threads on two cores as much as the two hogs do: a baseline the
-    # machine's own other load (a CI host's) slowed leaves the hogs nothing to show. The quietest of
-    # the three identical runs is the baseline; when even it kept under 2 clean launches in a cell
-    # (the gate's --min-launches), this machine had no quiet moment to compare against.
+    # The quietest of the three identical runs is the baseline; when even it kept under 2 clean
+    # launches in a two-thread cell (the gate's --min-launches), this machine had no quiet moment to
+    # compare against.
     baseline, kept = quietest(db, ids[:3])
     if kept < 2:
         pytest.skip(f"no quiet baseline: each of runs {ids[:3]} has a two-thread cell with under 2 of 5 launches "
                     "free of interference (this machine was busy with more than the test)")
+    # Two cores are what the one-core run lost: a host whose own load already left the baseline one
+    # core's worth (net on xnnpack no faster on two threads than on one) has nothing left to take away.
+    if (parallel := speedup(db, baseline)) < 1.3:
+        pytest.skip(f"run {baseline} had no second core to lose: net on xnnpack ran {parallel:.2f} times as fast "
+                    "on two threads as on one (this machine was busy with more than the test)")
     slowed = slowdown(db, baseline, ids[4])
-    if slowed < 1.3:
-        pytest.skip(f"the hogs did not slow this machine's two-thread cells: median launch ratio {slowed:.2f} "
-                    f"of run {ids[4]} over {baseline} (the host's own load dominated)")
+    assert slowed > 1.3, (f"two threads on one core: largest median launch ratio {slowed:.2f} of run {ids[4]} "
+                          f"over {baseline}, whose two threads ran {parallel:.2f} times as fast as one")
     # the first pass on the two runs' own launches: the store's earlier runs hold the slower build of
-    # `net`, whose spread would make the hogs' cells merely inconclusive
+    # `net`, whose spread would make these cells merely inconclusive
     first_pass = gate(db, session_cache, "--baseline", baseline, "--candidate", ids[4], *GATE, "--history-runs", "0")
     assert first_pass.returncode == 1, first_pass.stdout + first_pass.stderr
     assert "GATE FAILED" in first_pass.stderr and " fp32 on local " in first_pass.stderr
-    assert " 2t: " in first_pass.stderr  # two threads wait for each other beside the hogs; one thread barely notices
+    assert " 2t: " in first_pass.stderr  # two threads take turns on the one core; one thread barely notices
+    # confirmed now, with both cores back: the same bytes measured in both runs, so the device's doing
     confirmed = gate(db, session_cache, "--baseline", baseline, "--candidate", ids[4], *GATE, "--history-runs", "0",
                      "--confirm")
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
