@@ -222,9 +222,9 @@ class Cache:
         self.discard(path, why, self._record(path))
         return None
 
-    def check_source(self, key: str) -> bool:
-        """Check the source's kept files (model, eval set); True when one was damaged: then the
-        failures cached for its variants may be that damage, not the recipe's, and are dropped."""
+    def check_source(self, key: str) -> None:
+        """Check the source's kept files (model, eval set). When one was damaged (and so removed),
+        the failures cached for its variants may be that damage, not the recipe's: they are dropped."""
         damaged = False
         for path in (self.source_dir(key) / "model.keras", self.eval_path(key)):
             damaged |= path.is_file() and self.whole(path) is None
@@ -233,7 +233,6 @@ class Cache:
                 meta_path = self._artifact(variant_key(key, recipe))[1]
                 if (_read_json(meta_path) or {}).get("status") == "failed":
                     meta_path.unlink(missing_ok=True)
-        return damaged
 
     def seal_source(self, key: str) -> None:
         """Record the files the build worker just made for the source (it runs only after
@@ -271,8 +270,9 @@ class Cache:
         these very bytes even when a given file was changed since: a hard link to the cache's own
         files (written once, replaced whole, never changed in place), a copy of anything else.
         Returns the kept path."""
-        if self.measured(sha256) is not None:  # its name is its sha256: a cut copy is kept again
-            return self.root / "measured" / f"{sha256}.tflite"
+        kept = self.measured(sha256)
+        if kept is not None:  # its name is its sha256: a cut copy is kept again
+            return kept
         kept = self.root / "measured" / f"{sha256}.tflite"
         kept.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=f".{sha256[:12]}.")

@@ -45,6 +45,13 @@ class ModelBuild:
     top_k: int = 5
     metric: Callable | None = None  # the user's metric (`data.metric`), called with labels and outputs
 
+    def use_eval(self, path: Path, sha256: str) -> None:
+        """The eval set the devices run (a whole cache file), with its labels when it has them."""
+        self.eval_path, self.eval_sha256 = path, sha256
+        with np.load(path) as data:
+            self.labels = data["labels"] if "labels" in data else None
+        self.labeled = self.labels is not None
+
 
 @dataclass
 class BuildSummary:
@@ -93,10 +100,7 @@ def _given_eval(build: ModelBuild, entry: ModelEntry, cache: Cache, plan_source:
         path.parent.mkdir(parents=True, exist_ok=True)
         EvalSet(split.x, split.y, split.description).save(path)
         sha256 = cache.seal(path)
-    build.eval_path, build.eval_sha256 = path, sha256
-    with np.load(path) as data:
-        build.labels = data["labels"] if "labels" in data else None
-    build.labeled = build.labels is not None
+    build.use_eval(path, sha256)
     build.notes.append("a given .tflite: no fp32 to measure fidelity against; accuracy from the eval data")
 
 
@@ -218,10 +222,7 @@ def _build_keras(entry: ModelEntry, cache: Cache, plan: Plan, where: str, log: L
     build = ModelBuild(entry.name, False, artifacts)
     eval_sha256 = cache.whole(eval_path)
     if eval_sha256 is not None:
-        build.eval_path, build.eval_sha256 = eval_path, eval_sha256
-        with np.load(eval_path) as data:
-            build.labels = data["labels"] if "labels" in data else None
-        build.labeled = build.labels is not None
+        build.use_eval(eval_path, eval_sha256)
         fp32 = artifacts["fp32"]
         if fp32.status == "ok":
             reference = host_reference(cache, fp32, eval_path, build.eval_sha256)
